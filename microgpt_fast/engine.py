@@ -1,0 +1,133 @@
+"""The compiled engine behind a small Python class.
+
+    >>> import random
+    >>> from microgpt_fast.config import GPTConfig, init_params
+    >>> from microgpt_fast.engine import CompiledGPT
+    >>> cfg = GPTConfig(vocab_size=27)
+    >>> model = CompiledGPT(cfg, init_params(cfg, random.Random(0)))
+
+All buffers are numpy arrays in the flat parameter order (config.param_layout):
+params, Adam's m and v (P,), and grads (G, P), one gradient buffer per slot of
+a batch. Training chunks, gradients and sampling run in the compiled module,
+without the GIL; this class checks every argument before calling it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import DTYPES, GPTConfig, param_layout
+from .data import Dataset
+from .kernels import Kernel, load_kernel, resolve_threads
+
+
+class CompiledGPT:
+    """Parameters, optimizer state and workspace of one model.
+
+    params: initial weights, length config.num_params (e.g. init_params).
+    dtype: "float64" (reproduces the original) or "float32".
+    threads: see kernels.resolve_threads; batch_size: the most documents a step trains.
+    """
+
+    def __init__(self, config: GPTConfig, params, dtype: str = "float64",
+                 threads: int | None = None, batch_size: int = 1,
+                 kernel: Kernel | str | None = None):
+        self.config = config.validate()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.kernel = kernel if isinstance(kernel, Kernel) else load_kernel(kernel)
+        self.dtype = np.dtype(dtype)
+        self.batch_size = batch_size
+        P = config.num_params
+        self.params = np.array(params, dtype=self.dtype)
+        if self.params.shape != (P,):
+            raise ValueError(f"expected {P} parameters, got shape {self.params.shape}")
+        self.m = np.zeros(P, self.dtype)
+        self.v = np.zeros(P, self.dtype)
+        self._k = self.kernel.module
+        self.num_slots = self._k.num_slots(batch_size)
+        self.grads = np.zeros((self.num_slots, P), self.dtype)
+        # Never more threads than gradient slots: a thread owns whole slots.
+        self.threads = min(resolve_threads(threads, self.kernel), self.num_slots)
+        self._ws = self._k.Workspace(config.n_embd, config.n_head, config.n_layer,
+                                     config.block_size, config.vocab_size, self.threads,
+                                     self.dtype.itemsize)
+        self._wt = np.zeros(P, self.dtype)
+        self._sync_transposed()
+
+    def _sync_transposed(self) -> None:
+        self._k.transpose_weights(self._ws, self.params, self._wt)
+
+    def _check_dataset(self, data: Dataset) -> None:
+        if data.vocab_size != self.config.vocab_size:
+            raise ValueError(f"dataset vocab size {data.vocab_size} does not match the "
+                             f"model's {self.config.vocab_size}")
+        if data.tokens.dtype != np.int32 or data.starts.dtype != np.int64:
+            raise ValueError("dataset tokens must be int32 and starts int64")
+
+    def train(self, data: Dataset, step0: int, num_steps: int, total_steps: int,
+              learning_rate: float = 0.01, beta1: float = 0.85, beta2: float = 0.99,
+              eps: float = 1e-8) -> np.ndarray:
+        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule.
+
+        Returns the step losses, float64 array (num_steps,). One call runs all
+        steps in compiled code; call it in chunks to report progress.
+        """
+        self._check_dataset(data)
+        if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
+            raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
+        losses = np.empty(num_steps, np.float64)
+        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, self.grads,
+                            data.tokens, data.starts, step0, total_steps, self.batch_size,
+                            float(learning_rate), float(beta1), float(beta2), float(eps),
+                            losses)
+        return losses
+
+    def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
+        """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
+        self._check_dataset(data)
+        doc_ids = np.asarray(doc_ids, np.int64)
+        if doc_ids.ndim != 1 or not 1 <= len(doc_ids) <= self.batch_size:
+            raise ValueError(f"need 1 to {self.batch_size} document ids")
+        grads = np.zeros((self._k.num_slots(len(doc_ids)), self.params.size), self.dtype)
+        loss = self._k.loss_and_grad(self._ws, self.params, self._wt, grads, data.tokens,
+                                     data.starts, doc_ids)
+        return loss, grads[0].copy()
+
+    def set_params(self, params) -> None:
+        """Replace the weights (keeps Adam's moments)."""
+        params = np.asarray(params, self.dtype)
+        if params.shape != self.params.shape:
+            raise ValueError(f"expected shape {self.params.shape}, got {params.shape}")
+        self.params[:] = params
+        self._sync_transposed()
+
+    def sample(self, rng, bos: int, temperature: float = 0.5) -> list[int]:
+        """Token ids of one sample, drawn with rng.choices as the original does.
+
+        The forward pass (with its KV cache) and the softmax run compiled; the
+        choice of each token is the original's call on the same random stream.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        V = self.config.vocab_size
+        probs = np.empty(V, np.float64)
+        token, out = bos, []
+        for pos in range(self.config.block_size):
+            self._k.sample_probs(self._ws, self.params, self._wt, token, pos,
+                                 float(temperature), probs)
+            token = rng.choices(range(V), weights=probs.tolist())[0]
+            if token == bos:
+                break
+            out.append(token)
+        return out
+
+    def named_params(self) -> dict[str, np.ndarray]:
+        """Views of params, one (rows, cols) array per matrix, in flat order."""
+        views, offset = {}, 0
+        for name, rows, cols in param_layout(self.config):
+            views[name] = self.params[offset:offset + rows * cols].reshape(rows, cols)
+            offset += rows * cols
+        return views

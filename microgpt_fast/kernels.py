@@ -1,0 +1,93 @@
+"""Which compiled kernel variant to load, and how many threads it may use.
+
+    >>> from microgpt_fast.kernels import load_kernel, resolve_threads
+    >>> load_kernel().name in ("avx2", "generic", "novec")
+    True
+
+The same Cython source is built several times with different compiler flags
+(see setup.py). At import the best variant this CPU runs is chosen;
+MICROGPT_FAST_KERNEL=novec|generic|avx2 (or --kernel) picks one by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from types import ModuleType
+
+VARIANTS = ("novec", "generic", "avx2")  # from least to most vectorized
+_REQUIRED_CPU_FLAGS = {"avx2": ("avx2", "fma")}
+
+
+class KernelError(ValueError):
+    """A kernel variant that was asked for and cannot run here."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    module: ModuleType
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def available_kernels() -> list[str]:
+    """Variants that were built and that this CPU can run, least vectorized first."""
+    flags = _cpu_flags()
+    names = []
+    for name in VARIANTS:
+        if not all(f in flags for f in _REQUIRED_CPU_FLAGS.get(name, ())):
+            continue
+        try:
+            importlib.import_module(f"microgpt_fast._engine_{name}")
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def load_kernel(name: str | None = None) -> Kernel:
+    """The named variant, else $MICROGPT_FAST_KERNEL, else the best available."""
+    name = name or os.environ.get("MICROGPT_FAST_KERNEL") or None
+    available = available_kernels()
+    if not available:
+        raise KernelError("no compiled kernel found: build the package with "
+                          "'pip install -e .'")
+    if name is None:
+        name = available[-1]
+    elif name not in VARIANTS:
+        raise KernelError(f"unknown kernel {name!r}: choose from {', '.join(VARIANTS)}")
+    elif name not in available:
+        raise KernelError(f"kernel {name!r} is not available on this machine "
+                          f"(available: {', '.join(available)})")
+    return Kernel(name, importlib.import_module(f"microgpt_fast._engine_{name}"))
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_threads(requested: int | None, kernel: Kernel) -> int:
+    """Threads to use: the argument, else $OMP_NUM_THREADS, else every core;
+    capped at the CPU count; 1 when the kernel was built without OpenMP."""
+    if not kernel.module.openmp_enabled():
+        return 1
+    if requested is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        requested = int(env) if env.isdigit() and int(env) > 0 else cpu_count()
+    if requested < 1:
+        raise ValueError(f"threads must be >= 1, got {requested}")
+    return min(requested, cpu_count())

@@ -1,0 +1,225 @@
+"""The pure-Python reference: the original microgpt, scalar autograd and all.
+
+    python -m microgpt_fast.train --engine reference --steps 20
+
+This module is the baseline of every speedup figure and the oracle of the
+tests, so it computes the way the original does: one Value node per scalar
+operation, lists of lists for matrices, a topological backward pass, no numpy.
+It adds only what the original lacks: configurable sizes and batches of
+documents (the mean over documents of each document's mean loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import GPTConfig, param_layout
+
+
+class Value:
+    """A scalar in the graph: its value, its gradient, and how it was made."""
+
+    __slots__ = ("data", "grad", "_children", "_local_grads")
+
+    def __init__(self, data, children=(), local_grads=()):
+        self.data = data
+        self.grad = 0
+        self._children = children
+        self._local_grads = local_grads  # d self / d child, one per child
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data + other.data, (self, other), (1, 1))
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data * other.data, (self, other), (other.data, self.data))
+
+    def __pow__(self, other):
+        return Value(self.data ** other, (self,), (other * self.data ** (other - 1),))
+
+    def log(self):
+        return Value(math.log(self.data), (self,), (1 / self.data,))
+
+    def exp(self):
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+
+    def relu(self):
+        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+
+    def __neg__(self):
+        return self * -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __truediv__(self, other):
+        return self * other ** -1
+
+    def __rtruediv__(self, other):
+        return other * self ** -1
+
+    def backward(self):
+        """Chain rule over the graph in reverse topological order."""
+        topo, visited = [], set()
+        # Depth-first post-order without recursion: deep graphs (long
+        # documents, several layers) would exceed Python's recursion limit.
+        stack = [(self, False)]
+        while stack:
+            v, children_done = stack.pop()
+            if children_done:
+                topo.append(v)
+            elif v not in visited:
+                visited.add(v)
+                stack.append((v, True))
+                for child in reversed(v._children):
+                    stack.append((child, False))
+        self.grad = 1
+        for v in reversed(topo):
+            for child, local_grad in zip(v._children, v._local_grads):
+                child.grad += local_grad * v.grad
+
+
+def linear(x, w):
+    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+
+
+def softmax(logits):
+    max_val = max(val.data for val in logits)
+    exps = [(val - max_val).exp() for val in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def rmsnorm(x):
+    ms = sum(xi * xi for xi in x) / len(x)
+    scale = (ms + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+class ReferenceGPT:
+    """The original model and its Adam optimizer over Value scalars.
+
+    params: the flat parameter list (param_layout order), e.g. from init_params.
+    """
+
+    def __init__(self, config: GPTConfig, params: list[float]):
+        self.config = config.validate()
+        if len(params) != config.num_params:
+            raise ValueError(f"expected {config.num_params} parameters, got {len(params)}")
+        values = iter([Value(float(p)) for p in params])
+        self.state_dict = {
+            name: [[next(values) for _ in range(cols)] for _ in range(rows)]
+            for name, rows, cols in param_layout(config)
+        }
+        self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
+        self.m = [0.0] * len(self.params)
+        self.v = [0.0] * len(self.params)
+
+    def gpt(self, token_id, pos_id, keys, values):
+        """Logits (vocab_size Values) for one token, appending to the KV cache."""
+        sd, cfg = self.state_dict, self.config
+        head_dim = cfg.head_dim
+        tok_emb = sd["wte"][token_id]
+        pos_emb = sd["wpe"][pos_id]
+        x = [t + p for t, p in zip(tok_emb, pos_emb)]
+        x = rmsnorm(x)
+        for li in range(cfg.n_layer):
+            x_residual = x
+            x = rmsnorm(x)
+            q = linear(x, sd[f"layer{li}.attn_wq"])
+            k = linear(x, sd[f"layer{li}.attn_wk"])
+            v = linear(x, sd[f"layer{li}.attn_wv"])
+            keys[li].append(k)
+            values[li].append(v)
+            x_attn = []
+            for h in range(cfg.n_head):
+                hs = h * head_dim
+                q_h = q[hs:hs + head_dim]
+                k_h = [ki[hs:hs + head_dim] for ki in keys[li]]
+                v_h = [vi[hs:hs + head_dim] for vi in values[li]]
+                attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim ** 0.5
+                               for t in range(len(k_h))]
+                attn_weights = softmax(attn_logits)
+                head_out = [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h)))
+                            for j in range(head_dim)]
+                x_attn.extend(head_out)
+            x = linear(x_attn, sd[f"layer{li}.attn_wo"])
+            x = [a + b for a, b in zip(x, x_residual)]
+            x_residual = x
+            x = rmsnorm(x)
+            x = linear(x, sd[f"layer{li}.mlp_fc1"])
+            x = [xi.relu() for xi in x]
+            x = linear(x, sd[f"layer{li}.mlp_fc2"])
+            x = [a + b for a, b in zip(x, x_residual)]
+        return linear(x, sd["lm_head"])
+
+    def doc_loss(self, tokens: list[int]):
+        """Mean next-token loss over the first min(block_size, len - 1) positions."""
+        n_layer = self.config.n_layer
+        n = min(self.config.block_size, len(tokens) - 1)
+        keys, values = [[] for _ in range(n_layer)], [[] for _ in range(n_layer)]
+        losses = []
+        for pos_id in range(n):
+            token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
+            logits = self.gpt(token_id, pos_id, keys, values)
+            probs = softmax(logits)
+            losses.append(-probs[target_id].log())
+        return (1 / n) * sum(losses)
+
+    def batch_loss(self, batch: list[list[int]]):
+        """The step loss: one document's loss, or the mean over documents."""
+        if len(batch) == 1:
+            return self.doc_loss(batch[0])
+        return (1 / len(batch)) * sum(self.doc_loss(tokens) for tokens in batch)
+
+    def loss_and_grad(self, batch: list[list[int]]) -> tuple[float, list[float]]:
+        """Loss and flat gradient of a batch; gradients are zeroed afterwards."""
+        loss = self.batch_loss(batch)
+        loss.backward()
+        grads = [p.grad for p in self.params]
+        for p in self.params:
+            p.grad = 0
+        return loss.data, grads
+
+    def train_step(self, batch, step, num_steps, learning_rate=0.01, beta1=0.85,
+                   beta2=0.99, eps=1e-8) -> float:
+        """Forward, backward and one Adam update with linear decay; returns the loss."""
+        loss = self.batch_loss(batch)
+        loss.backward()
+        lr_t = learning_rate * (1 - step / num_steps)
+        m, v = self.m, self.v
+        for i, p in enumerate(self.params):
+            m[i] = beta1 * m[i] + (1 - beta1) * p.grad
+            v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
+            m_hat = m[i] / (1 - beta1 ** (step + 1))
+            v_hat = v[i] / (1 - beta2 ** (step + 1))
+            p.data -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+            p.grad = 0
+        return loss.data
+
+    def sample(self, rng, bos: int, temperature: float = 0.5) -> list[int]:
+        """Token ids of one sample, drawn with rng.choices as the original does."""
+        cfg = self.config
+        keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
+        token_id, out = bos, []
+        for pos_id in range(cfg.block_size):
+            logits = self.gpt(token_id, pos_id, keys, values)
+            probs = softmax([l / temperature for l in logits])
+            token_id = rng.choices(range(cfg.vocab_size), weights=[p.data for p in probs])[0]
+            if token_id == bos:
+                break
+            out.append(token_id)
+        return out
+
+    def flat_params(self) -> list[float]:
+        return [p.data for p in self.params]

@@ -1,0 +1,2 @@
+# Kernel variant "generic": see setup.py for its flags.
+include "engine.pxi"

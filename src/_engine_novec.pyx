@@ -1,0 +1,2 @@
+# Kernel variant "novec": see setup.py for its flags.
+include "engine.pxi"
