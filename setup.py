@@ -115,4 +115,6 @@ setup(
         compiler_directives=DIRECTIVES,
     ),
     cmdclass={"build_ext": BuildExt},
+    # the variants are independent modules: compile them side by side
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
 )
