@@ -1,0 +1,81 @@
+"""Helpers shared by the tests: tolerances, the CLI runner, test data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from microgpt_fast.config import param_layout
+from microgpt_fast.kernels import available_kernels
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# Every kernel variant built here and runnable on this CPU (least vectorized first).
+KERNELS = available_kernels()
+
+# Documents with non-ASCII characters, some longer than any block_size used in
+# the tests (so that truncation to block_size is exercised), some one character.
+UNICODE_DOCS = [
+    "héllo wörld",
+    "ab",
+    "x",
+    "naïve café au lait, s'il vous plaît",
+    "日本語のテキスト",
+    "ßtraße",
+    "ok",
+    "emoji 🙂 here",
+    "zzzzzzzzzzzzzzzzzzzzzz",
+    "Ωmega",
+    "q",
+]
+
+
+def per_matrix_error(cfg, actual, expected) -> dict[str, float]:
+    """Per parameter matrix: max |actual - expected| / max |expected| (floored at 1e-30)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape == (cfg.num_params,)
+    errors, offset = {}, 0
+    for name, rows, cols in param_layout(cfg):
+        a = actual[offset:offset + rows * cols]
+        e = expected[offset:offset + rows * cols]
+        offset += rows * cols
+        errors[name] = float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-30))
+    return errors
+
+
+def assert_matrices_close(cfg, actual, expected, tol: float, what: str = "gradient"):
+    errors = per_matrix_error(cfg, actual, expected)
+    bad = {name: err for name, err in errors.items() if not err <= tol}
+    assert not bad, f"{what} error above {tol:g} in {bad} (all: {errors})"
+
+
+def rel_close(actual, expected, tol: float) -> np.ndarray:
+    """Elementwise |a - e| <= tol * max(|e|, 1): relative, absolute near zero."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    return np.abs(actual - expected) <= tol * np.maximum(np.abs(expected), 1.0)
+
+
+def cli_env(**extra) -> dict:
+    """Environment for a CLI subprocess that imports the in-place build."""
+    env = dict(os.environ)
+    env.pop("MICROGPT_FAST_KERNEL", None)
+    env.pop("OMP_NUM_THREADS", None)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.train ARGS, in cwd, with the in-place build."""
+    return subprocess.run(
+        [sys.executable, "-m", "microgpt_fast.train", *map(str, args)],
+        cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
+        text=True, timeout=timeout,
+    )

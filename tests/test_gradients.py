@@ -1,0 +1,193 @@
+"""Gradients of the compiled engine against the pure-Python reference.
+
+Every available kernel variant, float64 and float32, on a dozen small model
+shapes chosen to hit SIMD remainder loops (odd widths), several heads and
+layers, block sizes shorter and longer than the documents, and batches.
+Error measure, per parameter matrix: max |g_c - g_r| / max |g_r|.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.engine import CompiledGPT
+from microgpt_fast.kernels import load_kernel
+from microgpt_fast.reference import ReferenceGPT
+
+from helpers import KERNELS, assert_matrices_close
+
+F64_TOL = 1e-10
+F32_TOL = 1e-4
+
+# (n_embd, n_head, n_layer, block_size, batch, dataset fixture)
+CASES = [
+    (16, 4, 1, 16, 1, "names_ds"),    # the default shape
+    (16, 4, 2, 8, 2, "names_ds"),
+    (4, 1, 1, 2, 1, "names_ds"),      # block_size 2: almost every document truncated
+    (5, 1, 1, 9, 2, "unicode_ds"),
+    (6, 3, 2, 5, 3, "names_ds"),
+    (7, 1, 1, 16, 1, "unicode_ds"),   # long documents cut at block_size 16
+    (9, 3, 1, 12, 3, "unicode_ds"),
+    (10, 2, 2, 11, 2, "names_ds"),
+    (12, 4, 1, 3, 3, "unicode_ds"),
+    (15, 3, 1, 7, 1, "names_ds"),
+    (8, 4, 2, 16, 2, "unicode_ds"),
+    (14, 2, 1, 6, 3, "names_ds"),
+]
+
+
+def case_id(case) -> str:
+    C, H, L, T, B, data = case
+    return f"C{C}-H{H}-L{L}-T{T}-B{B}-{data.split('_')[0]}"
+
+
+def make_case(index: int, ds):
+    """Config, float64 initial params and doc ids of case index (deterministic)."""
+    C, H, L, T, B, _ = CASES[index]
+    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T)
+    rng = random.Random(1000 + index)
+    # alternate the original's small init with a larger one (sharper softmaxes)
+    params = init_params(cfg, rng, std=0.08 if index % 2 == 0 else 0.4)
+    doc_ids = [rng.randrange(len(ds.docs)) for _ in range(B)]
+    return cfg, params, doc_ids
+
+
+_reference_cache: dict = {}
+
+
+def reference_result(index: int, dtype: str, ds):
+    """Reference (loss, grad) of a case, computed once; float32 cases start from
+    the float32-rounded params (cast back to float64)."""
+    key = (index, dtype)
+    if key not in _reference_cache:
+        cfg, params, doc_ids = make_case(index, ds)
+        if dtype == "float32":
+            params = np.array(params, np.float32).astype(np.float64).tolist()
+        loss, grad = ReferenceGPT(cfg, params).loss_and_grad(
+            [ds.doc_tokens(i) for i in doc_ids])
+        _reference_cache[key] = (loss, np.array(grad, np.float64))
+    return _reference_cache[key]
+
+
+def test_some_kernel_is_available(monkeypatch):
+    monkeypatch.delenv("MICROGPT_FAST_KERNEL", raising=False)
+    assert KERNELS, "no compiled kernel variant can be loaded"
+    assert load_kernel().name == KERNELS[-1]
+    for name in KERNELS:
+        assert load_kernel(name).name == name
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case_id(c) for c in CASES])
+def test_float64_gradient_matches_reference(request, index, kernel):
+    ds = request.getfixturevalue(CASES[index][5])
+    cfg, params, doc_ids = make_case(index, ds)
+    ref_loss, ref_grad = reference_result(index, "float64", ds)
+    model = CompiledGPT(cfg, params, "float64", batch_size=len(doc_ids), kernel=kernel)
+    loss, grad = model.loss_and_grad(ds, doc_ids)
+    assert grad.dtype == np.float64
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    assert_matrices_close(cfg, grad, ref_grad, F64_TOL)
+    # no update: the parameters are untouched
+    np.testing.assert_array_equal(model.params, np.array(params))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case_id(c) for c in CASES])
+def test_float32_gradient_matches_reference(request, index, kernel):
+    ds = request.getfixturevalue(CASES[index][5])
+    cfg, params, doc_ids = make_case(index, ds)
+    ref_loss, ref_grad = reference_result(index, "float32", ds)
+    params32 = np.array(params, np.float32)
+    model = CompiledGPT(cfg, params32, "float32", batch_size=len(doc_ids), kernel=kernel)
+    loss, grad = model.loss_and_grad(ds, doc_ids)
+    assert grad.dtype == np.float32
+    assert abs(loss - ref_loss) <= F32_TOL * abs(ref_loss)
+    assert_matrices_close(cfg, grad, ref_grad, F32_TOL)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_batch_larger_than_gradient_slots(names_ds, kernel):
+    """20 documents > 16 gradient slots: several documents share a slot."""
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=4, n_head=2, n_layer=1,
+                    block_size=4)
+    rng = random.Random(20)
+    params = init_params(cfg, rng, std=0.3)
+    doc_ids = [rng.randrange(len(names_ds.docs)) for _ in range(20)]
+    key = ("batch20", 0)
+    if key not in _reference_cache:
+        loss, grad = ReferenceGPT(cfg, params).loss_and_grad(
+            [names_ds.doc_tokens(i) for i in doc_ids])
+        _reference_cache[key] = (loss, np.array(grad))
+    ref_loss, ref_grad = _reference_cache[key]
+    model = CompiledGPT(cfg, params, "float64", batch_size=20, kernel=kernel)
+    loss, grad = model.loss_and_grad(names_ds, doc_ids)
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    assert_matrices_close(cfg, grad, ref_grad, F64_TOL)
+
+
+def test_loss_and_grad_repeatable_and_leaves_no_state(names_ds):
+    """Two calls give the same bits, and a call does not leak into the next batch."""
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2, block_size=8)
+    params = init_params(cfg, random.Random(5))
+    model = CompiledGPT(cfg, params, batch_size=3)
+    first = model.loss_and_grad(names_ds, [1, 2, 3])
+    model.loss_and_grad(names_ds, [4, 5])
+    again = model.loss_and_grad(names_ds, [1, 2, 3])
+    assert first[0] == again[0]
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+# ---------------------------------------------------------------------------
+# Central differences of the compiled float64 loss
+
+FD_CASES = [0, 3, 4, 6, 9]  # indices into CASES
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("index", FD_CASES, ids=[case_id(CASES[i]) for i in FD_CASES])
+def test_gradient_matches_central_differences(request, index, kernel):
+    ds = request.getfixturevalue(CASES[index][5])
+    cfg, params, doc_ids = make_case(index, ds)
+    params = np.array(params)
+    model = CompiledGPT(cfg, params, "float64", batch_size=len(doc_ids), kernel=kernel)
+    _, grad = model.loss_and_grad(ds, doc_ids)
+    gmax = float(np.max(np.abs(grad)))
+    assert gmax > 0
+
+    rng = np.random.default_rng(index)
+    # half the coordinates where the gradient is sizeable, half anywhere
+    big = np.flatnonzero(np.abs(grad) > 0.05 * gmax)
+    coords = np.concatenate([rng.choice(big, size=min(10, big.size), replace=False),
+                             rng.choice(params.size, size=10, replace=False)])
+    h = 1e-5
+    failures = []
+    for i in coords:
+        plus, minus = params.copy(), params.copy()
+        plus[i] += h
+        minus[i] -= h
+        model.set_params(plus)
+        l_plus, _ = model.loss_and_grad(ds, doc_ids)
+        model.set_params(minus)
+        l_minus, _ = model.loss_and_grad(ds, doc_ids)
+        fd = (l_plus - l_minus) / (2 * h)
+        if not abs(fd - grad[i]) <= 1e-6 * gmax:
+            failures.append((int(i), fd, float(grad[i])))
+    assert not failures, f"(index, finite difference, analytic), max grad {gmax}: {failures}"
+
+
+def test_set_params_changes_the_loss(names_ds):
+    """set_params must reach the transposed weights the forward pass reads."""
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2, block_size=8)
+    params = np.array(init_params(cfg, random.Random(9)))
+    model = CompiledGPT(cfg, params)
+    other = np.array(init_params(cfg, random.Random(10)))
+    model.set_params(other)
+    loss, grad = model.loss_and_grad(names_ds, [0])
+    fresh_loss, fresh_grad = CompiledGPT(cfg, other).loss_and_grad(names_ds, [0])
+    assert loss == fresh_loss
+    np.testing.assert_array_equal(grad, fresh_grad)

@@ -1,0 +1,128 @@
+"""Thread count: the same bits for any number of threads, and how it is chosen."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from microgpt_fast import kernels
+from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.engine import CompiledGPT
+from microgpt_fast.kernels import load_kernel, resolve_threads
+
+from helpers import KERNELS, cli_env, run_cli
+
+needs_two_cores = pytest.mark.skipif(kernels.cpu_count() < 2,
+                                     reason="needs at least 2 CPU cores")
+
+
+def _openmp(kernel: str) -> bool:
+    return load_kernel(kernel).module.openmp_enabled()
+
+
+def _train(ds, kernel, dtype, threads, batch, steps, cfg):
+    params = init_params(cfg, random.Random(123))
+    model = CompiledGPT(cfg, params, dtype, threads=threads, batch_size=batch, kernel=kernel)
+    losses = model.train(ds, 0, steps, steps)
+    return model, losses
+
+
+@needs_two_cores
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("batch", [8, 20])  # 20: more documents than gradient slots
+def test_one_and_two_threads_give_identical_bits(names_ds, kernel, dtype, batch):
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size)
+    one, losses1 = _train(names_ds, kernel, dtype, 1, batch, 50, cfg)
+    two, losses2 = _train(names_ds, kernel, dtype, 2, batch, 50, cfg)
+    assert one.threads == 1 and two.threads == 2
+    assert np.array_equal(losses1, losses2)
+    assert np.array_equal(one.params, two.params)
+    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+
+
+@needs_two_cores
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_loss_and_grad_thread_independent(names_ds, kernel):
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_layer=2)
+    params = init_params(cfg, random.Random(4))
+    ids = list(range(100, 111))
+    results = [CompiledGPT(cfg, params, threads=t, batch_size=11, kernel=kernel)
+               .loss_and_grad(names_ds, ids) for t in (1, 2)]
+    assert results[0][0] == results[1][0]
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+@needs_two_cores
+def test_omp_num_threads_does_not_change_cli_results(tmp_path):
+    args = ["--steps", "30", "--batch-size", "8", "--num-samples", "3", "--json", "-"]
+    records = [json.loads(run_cli(args, cwd=tmp_path,
+                                  env=cli_env(OMP_NUM_THREADS=str(n))).stdout)
+               for n in (1, 2)]
+    assert [r["threads"] for r in records] == [1, 2]
+    assert records[0]["losses"] == records[1]["losses"]
+    assert records[0]["samples"] == records[1]["samples"]
+
+
+def test_threads_never_exceed_documents_of_a_step():
+    cfg = GPTConfig()
+    params = init_params(cfg, random.Random(0))
+    assert CompiledGPT(cfg, params, threads=2, batch_size=1).threads == 1
+    assert CompiledGPT(cfg, params, threads=64, batch_size=64).threads <= kernels.cpu_count()
+
+
+# ---------------------------------------------------------------------------
+# resolve_threads: argument, else $OMP_NUM_THREADS, else every core; capped
+
+
+@pytest.fixture
+def omp_kernel():
+    for name in KERNELS:
+        if _openmp(name):
+            return load_kernel(name)
+    pytest.skip("no kernel built with OpenMP")
+
+
+@pytest.fixture
+def eight_cores(monkeypatch):
+    monkeypatch.setattr(kernels, "cpu_count", lambda: 8)
+
+
+def test_argument_wins_over_environment(monkeypatch, omp_kernel, eight_cores):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert resolve_threads(3, omp_kernel) == 3
+    assert resolve_threads(1, omp_kernel) == 1
+
+
+@pytest.mark.parametrize("env, expected", [("2", 2), ("6", 6), (" 3 ", 3), ("4,2", 4),
+                                           ("20", 8), ("0", 8), ("abc", 8), ("", 8)],
+                         ids=["2", "6", "spaces", "nested-list", "capped", "zero-ignored",
+                              "garbage-ignored", "empty"])
+def test_environment_used_without_argument(monkeypatch, omp_kernel, eight_cores, env, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    assert resolve_threads(None, omp_kernel) == expected
+
+
+def test_every_core_by_default(monkeypatch, omp_kernel, eight_cores):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert resolve_threads(None, omp_kernel) == 8
+
+
+def test_capped_at_cpu_count(monkeypatch, omp_kernel):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = kernels.cpu_count()
+    assert resolve_threads(cores + 5, omp_kernel) == cores
+    assert resolve_threads(None, omp_kernel) == cores
+    monkeypatch.setattr(kernels, "cpu_count", lambda: 2)
+    assert resolve_threads(16, omp_kernel) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_fewer_than_one_thread_rejected(omp_kernel, bad):
+    with pytest.raises(ValueError, match="threads"):
+        resolve_threads(bad, omp_kernel)
