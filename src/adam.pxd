@@ -16,7 +16,10 @@ cdef inline void adam_update(floating* params, floating* m, floating* v, floatin
     """
     cdef Py_ssize_t i
     cdef int s
-    cdef floating g, m_hat, v_hat
+    cdef floating g
+    # m_hat = m / bias1 and v_hat = v / bias2 folded into two constants: one
+    # sqrt and one divide per parameter remain, the floor of the exact mode.
+    cdef floating step_size = lr_t / bias1, inv_bias2 = 1 / bias2
     for s in range(1, n_slots):
         for i in range(i0, i1):
             grads[i] += grads[s * grad_stride + i]
@@ -26,6 +29,4 @@ cdef inline void adam_update(floating* params, floating* m, floating* v, floatin
         grads[i] = 0
         m[i] = beta1 * m[i] + (1 - beta1) * g
         v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
-        m_hat = m[i] / bias1
-        v_hat = v[i] / bias2
-        params[i] -= lr_t * m_hat / (fsqrt(v_hat) + eps)
+        params[i] -= step_size * m[i] / (fsqrt(v[i] * inv_bias2) + eps)

@@ -5,7 +5,7 @@
 # against all earlier keys are unit-stride loops over keys.
 
 from cython cimport floating
-from fmath cimport fexp
+from simd cimport vexp
 
 
 cdef inline void attention_forward(floating* out, floating* att, floating* kt,
@@ -42,9 +42,11 @@ cdef inline void attention_forward(floating* out, floating* att, floating* kt,
                 w[u] = w[u] * inv_sqrt_d
                 if w[u] > mx:
                     mx = w[u]
+            for u in range(t + 1):
+                w[u] = w[u] - mx
+            vexp(w, t + 1)
             total = 0
             for u in range(t + 1):
-                w[u] = fexp(w[u] - mx)
                 total += w[u]
             inv_total = 1 / total
             for u in range(t + 1):

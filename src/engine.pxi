@@ -47,6 +47,10 @@ cdef extern from *:
     """
     void barrier "MICROGPT_FAST_BARRIER"() noexcept nogil
 
+cdef extern from "denormals.h" nogil:
+    unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
+    void flush_denormals_end "mg_flush_denormals_end"(unsigned int old)
+
 MAX_SLOTS = 16
 cdef int _MAX_SLOTS = 16
 # Adam runs over blocks of this many parameters, shared out among threads.
@@ -249,6 +253,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     cdef Py_ssize_t blk
     cdef long long step
     cdef double lr_t, total
+    cdef unsigned int fp_mode
     cdef floating* arena0 = <floating*>ws.arena
     cdef const Dims* d = &ws.d
     with nogil:
@@ -258,6 +263,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
             _share_slots(d, &starts[0], doc_ids + s * B, B, G, n_threads,
                          bounds + s * (n_threads + 1))
         with parallel(num_threads=n_threads):
+            fp_mode = flush_denormals_begin()
             for s in range(nsteps):
                 step = step0 + s
                 for th in prange(n_threads, schedule="static", chunksize=1):
@@ -277,6 +283,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 for k in prange(n_mats, schedule="static"):
                     _transpose_one(d, &params[0], &wt[0], k)
                 barrier()
+            flush_denormals_end(fp_mode)
         for s in range(nsteps):
             if B == 1:
                 losses[s] = doc_losses[s]

@@ -2,7 +2,8 @@
 
 from cython cimport floating
 from libc.math cimport exp
-from fmath cimport fexp, flog
+from fmath cimport flog
+from simd cimport vexp
 
 
 cdef inline double xent_forward_backward(floating* dlogits, const floating* logits,
@@ -26,9 +27,11 @@ cdef inline double xent_forward_backward(floating* dlogits, const floating* logi
         for v in range(V):
             if l[v] > mx:
                 mx = l[v]
+        for v in range(V):
+            g[v] = l[v] - mx
+        vexp(g, V)
         total = 0
         for v in range(V):
-            g[v] = fexp(l[v] - mx)
             total += g[v]
         inv_total = 1 / total
         loss += flog(total) + mx - l[targets[t]]
