@@ -1,6 +1,6 @@
 # Linear layers: out = W x for every row, forward and backward side by side.
 #
-# All three products go through the register-tiled gemm (simd.pxd, gemm.h).
+# All the products go through the register-tiled gemm (simd.pxd, gemm.h).
 # The forward pass reads W transposed, wt (nin, nout), so that B's rows are
 # contiguous over outputs. Each output sums x[t, i] * W[o, i] for i = 0, 1, ...
 # in order, exactly as the original's sum() does.
@@ -34,12 +34,22 @@ cdef inline void linear_relu_forward(floating* out, const floating* x, const flo
         out[k] = out[k] if out[k] > 0 else 0
 
 
-cdef inline void linear_backward(floating* dx, floating* dw, const floating* dout,
-                                 const floating* x, const floating* w,
-                                 int T, int nin, int nout) noexcept nogil:
-    """Adds into dx (T, nin) += dout (T, nout) W and dw (nout, nin) += dout^T x."""
+cdef inline void linear_backward_input(floating* dx, const floating* dout, const floating* w,
+                                       int T, int nin, int nout) noexcept nogil:
+    """Adds into dx (T, nin) += dout (T, nout) W, with W (nout, nin) as stored."""
     gemm(dx, nin, dout, nout, 1, w, nin, T, nin, nout, True)
-    gemm(dw, nin, dout, 1, nout, x, nin, nout, nin, T, True)
+
+
+cdef inline void linear_backward_weight(floating* dw, const floating* dout, const floating* x,
+                                        int R, int nin, int nout, int o0,
+                                        int o1) noexcept nogil:
+    """dw (o1 - o0, nin) = rows o0..o1-1 of dout^T x, summed over all R rows in order.
+
+    dout (R, nout) and x (R, nin) hold every row of a step, so the product has
+    R rows of depth, and each weight's gradient is the same sum whichever
+    thread computes it.
+    """
+    gemm(dw, nin, dout + o0, 1, nout, x, nin, o1 - o0, nin, R, False)
 
 
 cdef inline void relu_backward(floating* dh, const floating* h, Py_ssize_t n) noexcept nogil:
