@@ -41,8 +41,8 @@ cdef struct Dims:
     Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
     Py_ssize_t rows_size           # elements of row space
     # one thread's scratch for one document
-    Py_ssize_t kt                  # (C, T) keys transposed, for dot products over keys
-    Py_ssize_t d_row               # (T,)
+    Py_ssize_t kt                  # (C, T) keys (or values) transposed
+    Py_ssize_t d_att_w             # (T, T) gradient of one head's attention weights
     Py_ssize_t grad_rows           # (G,) weight-gradient rows of one phase-B block
     Py_ssize_t arena_size          # elements per thread
 
@@ -104,6 +104,6 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
 
     cur = 0
     d.kt = _take(&cur, C * T)
-    d.d_row = _take(&cur, T)
+    d.d_att_w = _take(&cur, <Py_ssize_t>T * T)
     d.grad_rows = _take(&cur, max(block_elems(C), block_elems(F)))
     d.arena_size = cur

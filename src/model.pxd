@@ -134,8 +134,8 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
         _zero(act + d.d_qkv + 3 * rc, <Py_ssize_t>n * 3 * C)
         for j in range(ndocs):
             s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
-            attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.d_row,
-                               rows + d.d_att + <Py_ssize_t>s * C,
+            attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.kt,
+                               arena + d.d_att_w, rows + d.d_att + <Py_ssize_t>s * C,
                                act + d.att + <Py_ssize_t>s * H * T,
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                                nj, T, C, H, d.D, inv_sqrt_d)
