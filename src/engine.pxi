@@ -21,7 +21,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
 from cython.parallel cimport threadid
@@ -31,7 +31,9 @@ from model cimport gpt_forward, gpt_loss_backward
 from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
 from adam cimport adam_update
-from xent cimport softmax_temperature
+from xent cimport softmax_temperature, xent_forward_backward
+from timers cimport (lap, now, PROFILE, N_TIMERS, T_EMBED_NORM, T_PROJECTIONS, T_MLP,
+                     T_HEAD_LOSS, T_BACKWARD, T_ADAM)
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -68,6 +70,15 @@ def openmp_enabled():
     return bool(MICROGPT_FAST_OPENMP)
 
 
+def profiling_enabled():
+    """True for the profiling variants, whose op-group timers are compiled in."""
+    return bool(PROFILE)
+
+
+# Names of the timer slots read_timers returns (timers.pxd).
+TIMER_GROUPS = ("embed+norm", "qkv+out proj", "attention", "mlp", "lm head+loss")
+
+
 # ---------------------------------------------------------------------------
 # Phase B's blocks of weight rows
 
@@ -80,19 +91,21 @@ cdef enum BlockKind:
 
 cdef struct WeightBlock:
     int kind
+    int timer              # the op group its gradient belongs to (timers.pxd)
     Py_ssize_t matrix      # offset of the whole matrix in params (and in wt)
     int nout, nin          # the matrix's shape
     int o0, o1             # this block's rows
     Py_ssize_t dout, x     # row-space tensors: dout (R, nout), x (R, nin)
 
 
-cdef int _add_blocks(WeightBlock* out, int count, int kind, Py_ssize_t matrix, int nout,
-                     int nin, Py_ssize_t dout, Py_ssize_t x) noexcept nogil:
+cdef int _add_blocks(WeightBlock* out, int count, int kind, int timer, Py_ssize_t matrix,
+                     int nout, int nin, Py_ssize_t dout, Py_ssize_t x) noexcept nogil:
     """Append the blocks of one matrix (out may be NULL to count them)."""
     cdef int step = <int>(block_elems(nin) // nin), o0 = 0
     while o0 < nout:
         if out != NULL:
             out[count].kind = kind
+            out[count].timer = T_BACKWARD + timer
             out[count].matrix = matrix
             out[count].nout = nout
             out[count].nin = nin
@@ -109,16 +122,17 @@ cdef int _weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
     """All blocks in flat parameter order; returns how many."""
     cdef int n = 0, l, C = d.C, F = d.F
     cdef Py_ssize_t w, a
-    n = _add_blocks(out, n, TOKENS, d.wte, d.V, C, d.d_emb, 0)
-    n = _add_blocks(out, n, POSITIONS, d.wpe, d.T, C, d.d_emb, 0)
-    n = _add_blocks(out, n, PRODUCT, d.lm_head, d.V, C, d.logits, d.xs + <Py_ssize_t>d.L * d.R * C)
+    n = _add_blocks(out, n, TOKENS, T_EMBED_NORM, d.wte, d.V, C, d.d_emb, 0)
+    n = _add_blocks(out, n, POSITIONS, T_EMBED_NORM, d.wpe, d.T, C, d.d_emb, 0)
+    n = _add_blocks(out, n, PRODUCT, T_HEAD_LOSS, d.lm_head, d.V, C, d.logits,
+                    d.xs + <Py_ssize_t>d.L * d.R * C)
     for l in range(d.L):
         w = d.layer0 + l * d.layer_size
         a = d.act0 + l * d.act_size
-        n = _add_blocks(out, n, PRODUCT, w + d.qkv, 3 * C, C, a + d.d_qkv, a + d.ln1)
-        n = _add_blocks(out, n, PRODUCT, w + d.wo, C, C, a + d.d_mid, a + d.att_out)
-        n = _add_blocks(out, n, PRODUCT, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
-        n = _add_blocks(out, n, PRODUCT, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
+        n = _add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.qkv, 3 * C, C, a + d.d_qkv, a + d.ln1)
+        n = _add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.wo, C, C, a + d.d_mid, a + d.att_out)
+        n = _add_blocks(out, n, PRODUCT, T_MLP, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
+        n = _add_blocks(out, n, PRODUCT, T_MLP, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
     return n
 
 
@@ -133,6 +147,7 @@ cdef class Workspace:
     cdef void* rows        # row space, d.rows_size elements
     cdef void* arena       # n_threads arenas of d.arena_size elements each
     cdef int* row_ints     # (3, R): each row's token, target and position
+    cdef double* timers    # (n_threads, N_TIMERS) seconds per op group (profiling variants)
     cdef WeightBlock* blocks
     cdef int n_blocks
     cdef int n_threads
@@ -144,6 +159,7 @@ cdef class Workspace:
         self.rows = self.arena = NULL
         self.row_ints = NULL
         self.blocks = NULL
+        self.timers = NULL
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
                 or vocab_size < 2 or batch_size < 1 or n_threads < 1 or itemsize not in (4, 8)):
             raise ValueError("invalid workspace sizes")
@@ -159,9 +175,10 @@ cdef class Workspace:
         memset(self.rows, 0, row_bytes)
         memset(self.arena, 0, arena_bytes)
         self.row_ints = <int*>malloc(3 * <size_t>self.d.R * sizeof(int))
+        self.timers = <double*>calloc(<size_t>n_threads * N_TIMERS, sizeof(double))
         self.n_blocks = _weight_blocks(&self.d, NULL)
         self.blocks = <WeightBlock*>malloc(self.n_blocks * sizeof(WeightBlock))
-        if self.row_ints == NULL or self.blocks == NULL:
+        if self.row_ints == NULL or self.blocks == NULL or self.timers == NULL:
             raise MemoryError()
         _weight_blocks(&self.d, self.blocks)
 
@@ -170,6 +187,7 @@ cdef class Workspace:
         free(self.arena)
         free(self.row_ints)
         free(self.blocks)
+        free(self.timers)
 
     @property
     def num_params(self):
@@ -178,6 +196,20 @@ cdef class Workspace:
     @property
     def threads(self):
         return self.n_threads
+
+    def read_timers(self):
+        """Seconds per op group, summed over threads: (forward, backward) lists in
+        TIMER_GROUPS order, and Adam's. All zero unless profiling_enabled()."""
+        cdef int th, g
+        total = [0.0] * N_TIMERS
+        for th in range(self.n_threads):
+            for g in range(N_TIMERS):
+                total[g] += self.timers[th * N_TIMERS + g]
+        n = len(TIMER_GROUPS)
+        return total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM]
+
+    def reset_timers(self):
+        memset(self.timers, 0, <size_t>self.n_threads * N_TIMERS * sizeof(double))
 
     @property
     def nbytes(self):
@@ -249,29 +281,34 @@ cdef void _plan_step(const Dims* d, const long long* starts, const long long* do
     bounds[n_threads] = B
 
 
-cdef inline void _run_documents(const Dims* d, const floating* params, const floating* wt,
-                                floating* rows, floating* arena, int* row_ints,
-                                const int* tokens, const long long* starts,
-                                const long long* doc_ids, const int* doc_rows, int B, int b0,
-                                int b1, double* doc_losses) noexcept nogil:
-    """Phase A for documents b0..b1-1 of a step (one thread's run)."""
+cdef inline void _fill_rows(const Dims* d, int* row_ints, const int* tokens,
+                            const long long* starts, const long long* doc_ids,
+                            const int* doc_rows, int b0, int b1) noexcept nogil:
+    """Token, target and position of every row of documents b0..b1-1."""
     cdef int b, p, r
     cdef const int* doc
-    cdef int* row_tok = row_ints
-    cdef int* row_tgt = row_ints + d.R
-    cdef int* row_pos = row_ints + 2 * d.R
-    if b0 >= b1:
-        return
     for b in range(b0, b1):
         doc = tokens + starts[doc_ids[b]]
         for p in range(doc_rows[b + 1] - doc_rows[b]):
             r = doc_rows[b] + p
-            row_tok[r] = doc[p]
-            row_tgt[r] = doc[p + 1]
-            row_pos[r] = p
-    gpt_forward(d, params, wt, rows, arena, row_tok, doc_rows + b0, b1 - b0, doc_rows[b0])
-    gpt_loss_backward(d, params, rows, arena, row_tgt, doc_rows + b0, b1 - b0,
-                      1.0 if B == 1 else 1.0 / B, doc_losses + b0)
+            row_ints[r] = doc[p]
+            row_ints[d.R + r] = doc[p + 1]
+            row_ints[2 * d.R + r] = p
+
+
+cdef inline void _run_documents(const Dims* d, const floating* params, const floating* wt,
+                                floating* rows, floating* arena, int* row_ints,
+                                const int* tokens, const long long* starts,
+                                const long long* doc_ids, const int* doc_rows, int B, int b0,
+                                int b1, double* doc_losses, double* timers) noexcept nogil:
+    """Phase A for documents b0..b1-1 of a step (one thread's run)."""
+    if b0 >= b1:
+        return
+    _fill_rows(d, row_ints, tokens, starts, doc_ids, doc_rows, b0, b1)
+    gpt_forward(d, params, wt, rows, arena, row_ints, doc_rows + b0, b1 - b0, doc_rows[b0],
+                timers)
+    gpt_loss_backward(d, params, rows, arena, row_ints + d.R, doc_rows + b0, b1 - b0,
+                      1.0 if B == 1 else 1.0 / B, doc_losses + b0, timers)
 
 
 # ---------------------------------------------------------------------------
@@ -296,14 +333,17 @@ cdef inline void _update_block(const Dims* d, const WeightBlock* b, floating* pa
                                floating* wt, floating* m, floating* v, const floating* rows,
                                floating* scratch, const int* row_ints, int n_rows,
                                floating lr_t, floating beta1, floating beta2, floating bias1,
-                               floating bias2, floating eps) noexcept nogil:
+                               floating bias2, floating eps, double* timers) noexcept nogil:
     cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
     cdef Py_ssize_t count = <Py_ssize_t>(b.o1 - b.o0) * b.nin
+    cdef double t = now() if PROFILE else 0
     _block_gradient(d, b, rows, scratch, row_ints, n_rows)
+    t = lap(timers, b.timer, t)
     adam_update(params + first, m + first, v + first, scratch, count, lr_t, beta1, beta2,
                 bias1, bias2, eps)
     if b.kind == PRODUCT:
         _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
+    lap(timers, T_ADAM, t)
 
 
 # ---------------------------------------------------------------------------
@@ -361,7 +401,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 for th in prange(n_threads, schedule="static", chunksize=1):
                     _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
                                    ws.row_ints, &tokens[0], &starts[0], doc_ids + s * B, dr, B,
-                                   ts[th], ts[th + 1], doc_losses + s * B)
+                                   ts[th], ts[th + 1], doc_losses + s * B,
+                                   ws.timers + th * N_TIMERS)
                 barrier()
                 lr_t = learning_rate * (1 - <double>step / total_steps)
                 for k in prange(ws.n_blocks, schedule="static", chunksize=1):
@@ -369,7 +410,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                                   arenas + threadid() * d.arena_size + d.grad_rows,
                                   ws.row_ints, dr[B], <floating>lr_t, <floating>beta1,
                                   <floating>beta2, <floating>(1 - beta1 ** (step + 1)),
-                                  <floating>(1 - beta2 ** (step + 1)), <floating>eps)
+                                  <floating>(1 - beta2 ** (step + 1)), <floating>eps,
+                                  ws.timers + threadid() * N_TIMERS)
                 barrier()
             flush_denormals_end(fp_mode)
         for s in range(nsteps):
@@ -419,7 +461,7 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
         for th in prange(n_threads, schedule="static", chunksize=1):
             _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
                            ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
-                           bounds[th], bounds[th + 1], doc_losses)
+                           bounds[th], bounds[th + 1], doc_losses, ws.timers + th * N_TIMERS)
         barrier()
         for k in prange(ws.n_blocks, schedule="static", chunksize=1):
             blk = &ws.blocks[k]
@@ -450,5 +492,74 @@ def sample_probs(Workspace ws, const floating[::1] params, const floating[::1] w
     cdef floating* rows = <floating*>ws.rows
     with nogil:
         gpt_forward(&ws.d, &params[0], &wt[0], rows, <floating*>ws.arena, ws.row_ints,
-                    doc_rows, 1, pos)
+                    doc_rows, 1, pos, ws.timers)
         softmax_temperature(&probs[0], rows + ws.d.logits + pos * ws.d.V, ws.d.V, temperature)
+
+
+def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
+              const int[::1] tokens, const long long[::1] starts,
+              const long long[::1] doc_ids, double[::1] doc_losses):
+    """Forward pass and loss of each document of doc_ids into doc_losses; no gradient
+    reaches the weights."""
+    cdef int B = <int>doc_ids.shape[0], b, th
+    cdef long long N = starts.shape[0] - 1
+    _check(ws, params.shape[0], sizeof(floating), "params")
+    _check(ws, wt.shape[0], sizeof(floating), "wt")
+    _check_data(ws, tokens, starts)
+    if not (1 <= B <= ws.batch_size and doc_losses.shape[0] == B):
+        raise ValueError(f"need 1 to {ws.batch_size} documents and one loss slot each")
+    for b in range(B):
+        if not 0 <= doc_ids[b] < N:
+            raise ValueError(f"document index {doc_ids[b]} out of range")
+    cdef int n_threads = min(ws.n_threads, B)
+    cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
+    cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
+    cdef const Dims* d = &ws.d
+    cdef floating* rows = <floating*>ws.rows
+    cdef floating* arenas = <floating*>ws.arena
+    cdef int* row_tgt = ws.row_ints + d.R
+    cdef int j, s, nj
+    cdef unsigned int fp_mode
+    with nogil:
+        _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
+        for th in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            fp_mode = flush_denormals_begin()
+            _fill_rows(d, ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows,
+                       bounds[th], bounds[th + 1])
+            gpt_forward(d, &params[0], &wt[0], rows, arenas + th * d.arena_size, ws.row_ints,
+                        doc_rows + bounds[th], bounds[th + 1] - bounds[th],
+                        doc_rows[bounds[th]], ws.timers + th * N_TIMERS)
+            for j in range(bounds[th], bounds[th + 1]):
+                s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
+                doc_losses[j] = (1.0 / nj) * xent_forward_backward(
+                    rows + d.logits + <Py_ssize_t>s * d.V, rows + d.logits + <Py_ssize_t>s * d.V,
+                    row_tgt + s, nj, d.V, <floating>0)
+            flush_denormals_end(fp_mode)
+    free(doc_rows); free(bounds)
+
+
+def adam_step(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1] m,
+              floating[::1] v, const floating[::1] grad, long long step,
+              long long total_steps, double learning_rate, double beta1, double beta2,
+              double eps):
+    """One Adam update of every parameter from grad (P,), with the linear decay, and
+    the transposed copy refreshed: phase B of a step without the products."""
+    for buf, name in ((params, "params"), (wt, "wt"), (m, "m"), (v, "v"), (grad, "grad")):
+        _check(ws, buf.shape[0], sizeof(floating), name)
+    if not 0 <= step < total_steps:
+        raise ValueError("step outside the schedule")
+    cdef double lr_t = learning_rate * (1 - <double>step / total_steps)
+    cdef floating bias1 = <floating>(1 - beta1 ** (step + 1))
+    cdef floating bias2 = <floating>(1 - beta2 ** (step + 1))
+    cdef int k, n_threads = ws.n_threads
+    cdef WeightBlock* b
+    cdef Py_ssize_t first
+    with nogil:
+        for k in prange(ws.n_blocks, schedule="static", chunksize=1, num_threads=n_threads):
+            b = &ws.blocks[k]
+            first = b.matrix + <Py_ssize_t>b.o0 * b.nin
+            adam_update(&params[first], &m[first], &v[first], &grad[first],
+                        <Py_ssize_t>(b.o1 - b.o0) * b.nin, <floating>lr_t, <floating>beta1,
+                        <floating>beta2, bias1, bias2, <floating>eps)
+            if b.kind == PRODUCT:
+                _transpose_rows(&wt[b.matrix], &params[b.matrix], b.nout, b.nin, b.o0, b.o1)

@@ -10,7 +10,8 @@
 #
 # params holds the weights in flat order; wt the same buffer with every weight
 # matrix transposed (what the forward products read); rows is row space;
-# arena one thread's scratch.
+# arena one thread's scratch; timers this thread's op-group timers (timers.pxd),
+# touched only by the profiling variants.
 
 from cython cimport floating
 from libc.string cimport memcpy, memset
@@ -22,6 +23,8 @@ from linear cimport (linear_forward, linear_residual_forward, linear_relu_forwar
                      linear_backward_input, relu_backward)
 from attention cimport attention_forward, attention_backward
 from xent cimport xent_forward_backward
+from timers cimport (lap, now, PROFILE, T_EMBED_NORM, T_PROJECTIONS, T_ATTENTION, T_MLP,
+                     T_HEAD_LOSS, T_BACKWARD)
 
 
 cdef inline void _zero(floating* buf, Py_ssize_t n) noexcept nogil:
@@ -34,7 +37,8 @@ cdef inline void _copy(floating* dst, const floating* src, Py_ssize_t n) noexcep
 
 cdef inline void gpt_forward(const Dims* d, const floating* params, const floating* wt,
                              floating* rows, floating* arena, const int* row_tok,
-                             const int* doc_rows, int ndocs, int r0) noexcept nogil:
+                             const int* doc_rows, int ndocs, int r0,
+                             double* timers) noexcept nogil:
     """Logits of rows r0 .. doc_rows[ndocs] - 1 into rows[logits].
 
     Rows before r0 of a document must already be computed (the KV cache of
@@ -48,11 +52,13 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
     cdef floating* x_in
     cdef floating* x_out
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C    # first row of (R, C) tensors
+    cdef double t = now() if PROFILE else 0
     for j in range(ndocs):
         s = doc_rows[j]
         embedding_forward(rows + d.emb + <Py_ssize_t>s * C, params + d.wte, params + d.wpe,
                           row_tok + s, max(r0, s) - s, doc_rows[j + 1] - s, C)
     rmsnorm_forward(rows + d.xs + rc, rows + d.emb_scale + r0, rows + d.emb + rc, n, C)
+    t = lap(timers, T_EMBED_NORM, t)
     for l in range(d.L):
         lw = wt + d.layer0 + l * d.layer_size
         act = rows + d.act0 + l * d.act_size
@@ -60,31 +66,38 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         x_out = x_in + <Py_ssize_t>R * C
         # x = rmsnorm(x); q, k, v = Wq x, Wk x, Wv x (one product: the three are adjacent)
         rmsnorm_forward(act + d.ln1 + rc, act + d.ln1_scale + r0, x_in + rc, n, C)
+        t = lap(timers, T_EMBED_NORM, t)
         linear_forward(act + d.qkv_out + 3 * rc, act + d.ln1 + rc, lw + d.qkv, n, C, 3 * C)
+        t = lap(timers, T_PROJECTIONS, t)
         for j in range(ndocs):
             s, e = doc_rows[j], doc_rows[j + 1]
             attention_forward(act + d.att_out + <Py_ssize_t>s * C,
                               act + d.att + <Py_ssize_t>s * H * T, arena + d.kt,
                               act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                               max(r0, s) - s, e - s, T, C, H, d.D, inv_sqrt_d)
+        t = lap(timers, T_ATTENTION, t)
         # x = Wo x_attn + residual
         linear_residual_forward(act + d.x_mid + rc, act + d.att_out + rc, lw + d.wo,
                                 x_in + rc, n, C, C)
+        t = lap(timers, T_PROJECTIONS, t)
         # x = fc2 relu(fc1 rmsnorm(x)) + residual
         rmsnorm_forward(act + d.ln2 + rc, act + d.ln2_scale + r0, act + d.x_mid + rc, n, C)
+        t = lap(timers, T_EMBED_NORM, t)
         linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
                             lw + d.fc1, n, C, F)
         linear_residual_forward(x_out + rc, act + d.hidden + <Py_ssize_t>r0 * F, lw + d.fc2,
                                 act + d.x_mid + rc, n, F, C)
+        t = lap(timers, T_MLP, t)
     # logits = lm_head x (no final norm)
     linear_forward(rows + d.logits + <Py_ssize_t>r0 * d.V,
                    rows + d.xs + <Py_ssize_t>d.L * R * C + rc, wt + d.lm_head, n, C, d.V)
+    lap(timers, T_HEAD_LOSS, t)
 
 
 cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floating* rows,
                                    floating* arena, const int* row_tgt, const int* doc_rows,
-                                   int ndocs, double batch_scale,
-                                   double* doc_losses) noexcept nogil:
+                                   int ndocs, double batch_scale, double* doc_losses,
+                                   double* timers) noexcept nogil:
     """Each document's mean position loss into doc_losses[j], and the gradients of
     every activation of its rows, for the loss sum_j batch_scale * doc_loss_j.
 
@@ -101,6 +114,7 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
     cdef floating* d_ln = rows + d.d_ln + <Py_ssize_t>r0 * C
     cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
+    cdef double t = now() if PROFILE else 0
     # loss_j = mean over positions of -log softmax(logits)[target]; logits become their gradient
     for j in range(ndocs):
         s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
@@ -112,6 +126,7 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
     _zero(d_top, <Py_ssize_t>n * C)
     linear_backward_input(d_top, rows + d.logits + <Py_ssize_t>r0 * V, params + d.lm_head,
                           n, C, V)
+    t = lap(timers, T_BACKWARD + T_HEAD_LOSS, t)
     for l in range(d.L - 1, -1, -1):
         lw = params + d.layer0 + l * d.layer_size
         act = rows + d.act0 + l * d.act_size
@@ -124,13 +139,16 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
                       <Py_ssize_t>n * F)
         _zero(d_ln, <Py_ssize_t>n * C)
         linear_backward_input(d_ln, act + d.d_hidden + <Py_ssize_t>r0 * F, lw + d.fc1, n, C, F)
+        t = lap(timers, T_BACKWARD + T_MLP, t)
         # d x_mid = d x_out (residual) + the path through ln2
         _copy(act + d.d_mid + rc, d_top, <Py_ssize_t>n * C)
         rmsnorm_backward(act + d.d_mid + rc, d_ln, act + d.x_mid + rc, act + d.ln2_scale + r0,
                          n, C)
+        t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
         # x_mid = Wo att_out + x_in
         _zero(d_att, <Py_ssize_t>n * C)
         linear_backward_input(d_att, act + d.d_mid + rc, lw + d.wo, n, C, C)
+        t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
         _zero(act + d.d_qkv + 3 * rc, <Py_ssize_t>n * 3 * C)
         for j in range(ndocs):
             s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
@@ -139,8 +157,10 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
                                act + d.att + <Py_ssize_t>s * H * T,
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                                nj, T, C, H, d.D, inv_sqrt_d)
+        t = lap(timers, T_BACKWARD + T_ATTENTION, t)
         _zero(d_ln, <Py_ssize_t>n * C)
         linear_backward_input(d_ln, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
+        t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
         # d x_in = d x_mid (residual) + the path through ln1
         if l > 0:
             d_in = rows + d.act0 + (l - 1) * d.act_size + d.d_out + rc
@@ -148,7 +168,9 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
             d_in = rows + d.d_x0 + rc
         _copy(d_in, act + d.d_mid + rc, <Py_ssize_t>n * C)
         rmsnorm_backward(d_in, d_ln, x_in, act + d.ln1_scale + r0, n, C)
+        t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
     # xs[0] = rmsnorm(emb): the embedding rows' gradient, scattered into wte and wpe later
     _zero(rows + d.d_emb + rc, <Py_ssize_t>n * C)
     rmsnorm_backward(rows + d.d_emb + rc, rows + d.d_x0 + rc, rows + d.emb + rc,
                      rows + d.emb_scale + r0, n, C)
+    lap(timers, T_BACKWARD + T_EMBED_NORM, t)
