@@ -7,9 +7,14 @@ flags, so that the effect of vectorization can be measured:
     generic  -O3 for the baseline instruction set of the target
     avx2     -O3 -mavx2 -mfma (x86-64 only)
 
+and each again as "<variant>_prof" with the op-group timers compiled in
+(python -m microgpt_fast.bench --breakdown reads them).
+
 Environment:
     MICROGPT_FAST_NO_OPENMP=1   build without OpenMP (serial)
     MICROGPT_FAST_DEBUG=1       bounds checks on, -O0 -g
+    MICROGPT_FAST_VEC_REPORT=1  save gcc's vectorization report of each variant
+                                as build/vec-report-<variant>.txt
 """
 
 import os
@@ -29,6 +34,7 @@ def env_flag(name):
 
 
 DEBUG = env_flag("MICROGPT_FAST_DEBUG")
+VEC_REPORT = env_flag("MICROGPT_FAST_VEC_REPORT")
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 # No -ffast-math anywhere: float64 must reproduce the original's arithmetic.
@@ -97,20 +103,25 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-def extension(variant, flags):
-    if DEBUG:
-        flags = ["-O0", "-g"]
+def extension(variant, flags, profile):
+    name = f"{variant}_prof" if profile else variant
+    flags = (["-O0", "-g"] if DEBUG else flags) + COMMON
+    if profile:
+        flags = flags + ["-DMICROGPT_FAST_PROFILE=1"]
+    elif VEC_REPORT:
+        os.makedirs("build", exist_ok=True)
+        flags = flags + [f"-fopt-info-vec-all=build/vec-report-{variant}.txt"]
     return Extension(
-        f"microgpt_fast._engine_{variant}",
-        [f"src/_engine_{variant}.pyx"],
+        f"microgpt_fast._engine_{name}",
+        [f"src/_engine_{name}.pyx"],
         include_dirs=["src"],
-        extra_compile_args=flags + COMMON,
+        extra_compile_args=flags,
     )
 
 
 setup(
     ext_modules=cythonize(
-        [extension(v, f) for v, f in VARIANTS.items()],
+        [extension(v, f, p) for v, f in VARIANTS.items() for p in (False, True)],
         include_path=["src"],
         compiler_directives=DIRECTIVES,
     ),

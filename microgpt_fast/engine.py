@@ -7,9 +7,9 @@
     >>> model = CompiledGPT(cfg, init_params(cfg, random.Random(0)))
 
 All buffers are numpy arrays in the flat parameter order (config.param_layout):
-params, Adam's m and v (P,), and grads (G, P), one gradient buffer per slot of
-a batch. Training chunks, gradients and sampling run in the compiled module,
-without the GIL; this class checks every argument before calling it.
+params and Adam's m and v, (P,) each. Training chunks, gradients and sampling
+run in the compiled module, without the GIL; this class checks every argument
+before calling it.
 """
 
 from __future__ import annotations
@@ -47,13 +47,11 @@ class CompiledGPT:
         self.m = np.zeros(P, self.dtype)
         self.v = np.zeros(P, self.dtype)
         self._k = self.kernel.module
-        self.num_slots = self._k.num_slots(batch_size)
-        self.grads = np.zeros((self.num_slots, P), self.dtype)
-        # Never more threads than gradient slots: a thread owns whole slots.
-        self.threads = min(resolve_threads(threads, self.kernel), self.num_slots)
+        # Never more threads than documents: a thread owns whole documents.
+        self.threads = min(resolve_threads(threads, self.kernel), batch_size)
         self._ws = self._k.Workspace(config.n_embd, config.n_head, config.n_layer,
-                                     config.block_size, config.vocab_size, self.threads,
-                                     self.dtype.itemsize)
+                                     config.block_size, config.vocab_size, batch_size,
+                                     self.threads, self.dtype.itemsize)
         self._wt = np.zeros(P, self.dtype)
         self._sync_transposed()
 
@@ -79,8 +77,7 @@ class CompiledGPT:
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
         losses = np.empty(num_steps, np.float64)
-        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, self.grads,
-                            data.tokens, data.starts, step0, total_steps, self.batch_size,
+        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, data.tokens, data.starts, step0, total_steps, self.batch_size,
                             float(learning_rate), float(beta1), float(beta2), float(eps),
                             losses)
         return losses
@@ -91,10 +88,12 @@ class CompiledGPT:
         doc_ids = np.asarray(doc_ids, np.int64)
         if doc_ids.ndim != 1 or not 1 <= len(doc_ids) <= self.batch_size:
             raise ValueError(f"need 1 to {self.batch_size} document ids")
-        grads = np.zeros((self._k.num_slots(len(doc_ids)), self.params.size), self.dtype)
-        loss = self._k.loss_and_grad(self._ws, self.params, self._wt, grads, data.tokens,
+        if doc_ids.min() < 0 or doc_ids.max() >= len(data.docs):
+            raise ValueError("document ids out of range")
+        grad = np.empty(self.params.size, self.dtype)
+        loss = self._k.loss_and_grad(self._ws, self.params, self._wt, grad, data.tokens,
                                      data.starts, doc_ids)
-        return loss, grads[0].copy()
+        return loss, grad
 
     def set_params(self, params) -> None:
         """Replace the weights (keeps Adam's moments)."""

@@ -7,6 +7,8 @@
 The same Cython source is built several times with different compiler flags
 (see setup.py). At import the best variant this CPU runs is chosen;
 MICROGPT_FAST_KERNEL=novec|generic|avx2 (or --kernel) picks one by name.
+Each variant also has a profiling build, "<variant>_prof", with op-group
+timers compiled in (bench --breakdown).
 """
 
 from __future__ import annotations
@@ -65,12 +67,16 @@ def load_kernel(name: str | None = None) -> Kernel:
                           "'pip install -e .'")
     if name is None:
         name = available[-1]
-    elif name not in VARIANTS:
+    base = name.removesuffix("_prof")
+    if base not in VARIANTS:
         raise KernelError(f"unknown kernel {name!r}: choose from {', '.join(VARIANTS)}")
-    elif name not in available:
-        raise KernelError(f"kernel {name!r} is not available on this machine "
+    if base not in available:
+        raise KernelError(f"kernel {base!r} is not available on this machine "
                           f"(available: {', '.join(available)})")
-    return Kernel(name, importlib.import_module(f"microgpt_fast._engine_{name}"))
+    try:
+        return Kernel(name, importlib.import_module(f"microgpt_fast._engine_{name}"))
+    except ImportError:
+        raise KernelError(f"kernel {name!r} was not built") from None
 
 
 def cpu_count() -> int:

@@ -1,31 +1,24 @@
-# Adam with bias correction, one flat loop over a block of the parameter buffer.
+# Adam with bias correction, one flat loop over a contiguous run of parameters.
 
 from cython cimport floating
 from fmath cimport fsqrt
 
 
-cdef inline void adam_update(floating* params, floating* m, floating* v, floating* grads,
-                             Py_ssize_t grad_stride, int n_slots, Py_ssize_t i0,
-                             Py_ssize_t i1, floating lr_t, floating beta1, floating beta2,
+cdef inline void adam_update(floating* params, floating* m, floating* v, const floating* grads,
+                             Py_ssize_t n, floating lr_t, floating beta1, floating beta2,
                              floating bias1, floating bias2, floating eps) noexcept nogil:
-    """Update params[i0:i1] from the gradient summed over n_slots slot buffers.
+    """Update params[:n] and the moments m[:n], v[:n] from grads[:n].
 
-    grads holds n_slots buffers of grad_stride elements; they are added in slot
-    order (the same order for any thread count) and zeroed for the next step.
-    bias1 = 1 - beta1 ** (step + 1), bias2 = 1 - beta2 ** (step + 1).
+    bias1 = 1 - beta1 ** (step + 1), bias2 = 1 - beta2 ** (step + 1);
+    p -= lr_t * (m / bias1) / (sqrt(v / bias2) + eps).
     """
     cdef Py_ssize_t i
-    cdef int s
-    cdef floating g, m_hat, v_hat
-    for s in range(1, n_slots):
-        for i in range(i0, i1):
-            grads[i] += grads[s * grad_stride + i]
-            grads[s * grad_stride + i] = 0
-    for i in range(i0, i1):
+    cdef floating g
+    # m / bias1 and v / bias2 folded into two constants: one sqrt and one
+    # divide per parameter remain, the floor of the exact mode.
+    cdef floating step_size = lr_t / bias1, inv_bias2 = 1 / bias2
+    for i in range(n):
         g = grads[i]
-        grads[i] = 0
         m[i] = beta1 * m[i] + (1 - beta1) * g
         v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
-        m_hat = m[i] / bias1
-        v_hat = v[i] / bias2
-        params[i] -= lr_t * m_hat / (fsqrt(v_hat) + eps)
+        params[i] -= step_size * m[i] / (fsqrt(v[i] * inv_bias2) + eps)

@@ -1,94 +1,94 @@
-# Causal self-attention over the positions of one document.
+# Causal self-attention over the positions of one document, head by head.
 #
-# qkv (T, 3C) holds q, k, v side by side; head h uses columns h*D .. h*D+D-1 of
-# each. Keys are kept transposed, kt (C, T), so that the logits of one query
-# against all earlier keys are unit-stride loops over keys.
+# Pointers are at the document's first row. qkv (n, 3C) holds q, k, v side by
+# side; head h uses columns h*D .. h*D+D-1 of each. att (n, H, T) holds row t's
+# softmax weights over keys u < T, exactly 0 for u > t. Each head's products
+# go through the tiled gemm: logits = Q K^T, out = att V; the weights past
+# the diagonal are exact zeros, so every sum equals the original's sum over
+# u <= t, term for term.
 
 from cython cimport floating
-from fmath cimport fexp
+
+from simd cimport gemm, vexp
 
 
 cdef inline void attention_forward(floating* out, floating* att, floating* kt,
                                    const floating* qkv, int p0, int p1, int T, int C,
                                    int H, int D, floating inv_sqrt_d) noexcept nogil:
-    """Rows p0..p1-1 of out (T, C) and att (H, T, T); rows < p0 are the KV cache.
+    """Rows p0..p1-1 of out (n, C) and att; rows < p0 of qkv are the KV cache.
 
     logit_u = (q_t . k_u) / sqrt(D) for u <= t, att = softmax(logits),
-    out_t = sum_u att_u v_u, per head.
+    out_t = sum_u att_u v_u, per head. kt (C, T) is scratch for K transposed.
     """
-    cdef int t, h, d, u, c
-    cdef floating qd, mx, total, inv_total
+    cdef int t, h, u, c, HT = H * T
+    cdef floating mx, total, inv_total
     cdef floating* w
-    cdef const floating* kt_c
-    cdef const floating* q_t
-    cdef floating* out_t
-    for u in range(p0, p1):
+    for u in range(p1):
         for c in range(C):
             kt[c * T + u] = qkv[u * 3 * C + C + c]
+    # logits of head h: (rows p0..p1-1) x (keys 0..p1-1) = Q_h K_h^T
+    for h in range(H):
+        gemm(att + (p0 * H + h) * T, HT, qkv + p0 * 3 * C + h * D, 3 * C, 1,
+             kt + h * D * T, T, p1 - p0, p1, D, False)
+    # softmax over u <= t; every other entry of the row becomes exp(-huge) = 0
     for t in range(p0, p1):
-        q_t = qkv + t * 3 * C
-        out_t = out + t * C
         for h in range(H):
-            w = att + (h * T + t) * T
-            for u in range(t + 1):
-                w[u] = 0
-            for d in range(D):
-                qd = q_t[h * D + d]
-                kt_c = kt + (h * D + d) * T
-                for u in range(t + 1):
-                    w[u] += qd * kt_c[u]
+            w = att + (t * H + h) * T
             mx = w[0] * inv_sqrt_d
             for u in range(t + 1):
                 w[u] = w[u] * inv_sqrt_d
-                if w[u] > mx:
-                    mx = w[u]
+                mx = w[u] if w[u] > mx else mx
+            for u in range(t + 1):
+                w[u] = w[u] - mx
+            for u in range(t + 1, T):
+                w[u] = -1e30
+    vexp(att + p0 * HT, (p1 - p0) * HT)
+    for t in range(p0, p1):
+        for h in range(H):
+            w = att + (t * H + h) * T
             total = 0
             for u in range(t + 1):
-                w[u] = fexp(w[u] - mx)
                 total += w[u]
             inv_total = 1 / total
             for u in range(t + 1):
                 w[u] = w[u] * inv_total
-            for d in range(D):
-                out_t[h * D + d] = 0
-            for u in range(t + 1):
-                for d in range(D):
-                    out_t[h * D + d] += w[u] * qkv[u * 3 * C + 2 * C + h * D + d]
+    # out_h = att_h V_h
+    for h in range(H):
+        gemm(out + p0 * C + h * D, C, att + (p0 * H + h) * T, HT, 1,
+             qkv + 2 * C + h * D, 3 * C, p1 - p0, D, p1, False)
 
 
-cdef inline void attention_backward(floating* dqkv, floating* d_row, const floating* dout,
-                                    const floating* att, const floating* qkv, int n, int T,
-                                    int C, int H, int D, floating inv_sqrt_d) noexcept nogil:
-    """Adds into dqkv (T, 3C) the gradient of rows 0..n-1 given dout (T, C).
+cdef inline void attention_backward(floating* dqkv, floating* vt, floating* dl,
+                                    const floating* dout, const floating* att,
+                                    const floating* qkv, int n, int T, int C, int H, int D,
+                                    floating inv_sqrt_d) noexcept nogil:
+    """Adds into dqkv (n, 3C) the gradient of rows 0..n-1 given dout (n, C).
 
-    With w = softmax(l): dw_u = dout_t . v_u, dl_u = w_u (dw_u - sum_u' w_u' dw_u'),
-    dq_t += dl_u k_u / sqrt(D), dk_u += dl_u q_t / sqrt(D), dv_u += w_u dout_t.
+    With w = softmax(l): dw = dout V^T, dl = w (dw - rowsum(w dw)) / sqrt(D),
+    dq += dl K, dk += dl^T Q, dv += w^T dout. vt (C, T) and dl (T, T) are scratch.
     """
-    cdef int t, h, d, u
-    cdef floating acc, wd_sum, dl
+    cdef int t, h, u, c, HT = H * T
+    cdef floating wd_sum
     cdef const floating* w
-    cdef const floating* g
-    cdef const floating* q_t
-    cdef floating* dq_t
-    cdef Py_ssize_t row_u
-    for t in range(n):
-        q_t = qkv + t * 3 * C
-        dq_t = dqkv + t * 3 * C
-        for h in range(H):
-            w = att + (h * T + t) * T
-            g = dout + t * C + h * D
+    cdef floating* g
+    for u in range(n):
+        for c in range(C):
+            vt[c * T + u] = qkv[u * 3 * C + 2 * C + c]
+    for h in range(H):
+        # dw (n, n) = dout_h V_h^T
+        gemm(dl, T, dout + h * D, C, 1, vt + h * D * T, T, n, n, D, False)
+        # dv_h += att_h^T dout_h
+        gemm(dqkv + 2 * C + h * D, 3 * C, att + h * T, 1, HT, dout + h * D, C, n, D, n, True)
+        for t in range(n):
+            w = att + (t * H + h) * T
+            g = dl + t * T
             wd_sum = 0
             for u in range(t + 1):
-                row_u = u * 3 * C + h * D
-                acc = 0
-                for d in range(D):
-                    acc += g[d] * qkv[row_u + 2 * C + d]
-                    dqkv[row_u + 2 * C + d] += w[u] * g[d]
-                d_row[u] = acc
-                wd_sum += w[u] * acc
+                wd_sum += w[u] * g[u]
             for u in range(t + 1):
-                row_u = u * 3 * C + h * D
-                dl = w[u] * (d_row[u] - wd_sum) * inv_sqrt_d
-                for d in range(D):
-                    dq_t[h * D + d] += dl * qkv[row_u + C + d]
-                    dqkv[row_u + C + d] += dl * q_t[h * D + d]
+                g[u] = w[u] * (g[u] - wd_sum) * inv_sqrt_d
+            for u in range(t + 1, n):
+                g[u] = 0
+        # dq_h += dl K_h, dk_h += dl^T Q_h
+        gemm(dqkv + h * D, 3 * C, dl, T, 1, qkv + C + h * D, 3 * C, n, D, n, True)
+        gemm(dqkv + C + h * D, 3 * C, dl, 1, T, qkv + h * D, 3 * C, n, D, n, True)

@@ -14,13 +14,20 @@ cdef inline void embedding_forward(floating* emb, const floating* wte, const flo
             emb[t * C + c] = tok_row[c] + wpe[t * C + c]
 
 
-cdef inline void embedding_backward(floating* dwte, floating* dwpe, const floating* demb,
-                                    const int* tokens, int T, int C) noexcept nogil:
-    """Adds each row of demb (T, C) into its token's row and its position's row."""
-    cdef int t, c
-    cdef floating* tok_row
-    for t in range(T):
-        tok_row = dwte + <Py_ssize_t>tokens[t] * C
-        for c in range(C):
-            tok_row[c] += demb[t * C + c]
-            dwpe[t * C + c] += demb[t * C + c]
+cdef inline void embedding_backward(floating* dw, const floating* demb, const int* row_ids,
+                                    int R, int C, int i0, int i1) noexcept nogil:
+    """dw (i1 - i0, C) = rows i0..i1-1 of the table's gradient.
+
+    Row r of demb (R, C) belongs to table row row_ids[r] (its token for wte, its
+    position for wpe); rows are added in order r = 0, 1, ... .
+    """
+    cdef int r, c, i
+    cdef floating* dw_i
+    for i in range((i1 - i0) * C):
+        dw[i] = 0
+    for r in range(R):
+        i = row_ids[r]
+        if i0 <= i < i1:
+            dw_i = dw + (i - i0) * C
+            for c in range(C):
+                dw_i[c] += demb[r * C + c]

@@ -3,24 +3,37 @@
 # Included by each kernel variant module (_engine_generic.pyx, ...), which
 # compile this same source with different compiler flags.
 #
-# Buffers, all contiguous in the flat parameter order (see layout.pxd):
-#   params (P,)      weights                  wt (P,)       every weight matrix transposed
-#   m, v (P,)        Adam's moments           grads (G, P)  one gradient buffer per slot
-# A batch of B documents is split into G = min(B, MAX_SLOTS) slots of
-# consecutive documents. Each slot's gradient is summed in document order in
-# its own buffer, and the slots are added in slot order inside Adam: the
-# arithmetic never depends on how slots are shared out among threads, so any
-# thread count gives the same bits.
+# Buffers in the flat parameter order (see layout.pxd):
+#   params (P,)  weights          wt (P,)  the same, every weight matrix transposed
+#   m, v (P,)    Adam's moments
+#
+# A training step runs in two phases, with a barrier between them:
+#   A. Documents. The B documents of the step own consecutive rows of row space
+#      (document b: rows R_b .. R_b + n_b - 1). Each thread takes a run of
+#      consecutive documents, balanced by token count, and computes their
+#      forward pass, losses and activation gradients over all its rows at once.
+#   B. Weights. The weight rows are cut into blocks; each block's gradient is
+#      one product over all rows of the step (the rows in order), followed at
+#      once by Adam and the transposed copy of those rows.
+# Each number is computed by one thread in an order fixed by the documents
+# alone, so any thread count gives the same bits, and no thread needs a
+# gradient buffer of its own.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
-from layout cimport Dims, dims_init
+from cython.parallel cimport threadid
+
+from layout cimport Dims, dims_init, block_elems
 from model cimport gpt_forward, gpt_loss_backward
+from linear cimport linear_backward_weight
+from embedding cimport embedding_backward
 from adam cimport adam_update
-from xent cimport softmax_temperature
+from xent cimport softmax_temperature, xent_forward_backward
+from timers cimport (lap, now, PROFILE, N_TIMERS, T_EMBED_NORM, T_PROJECTIONS, T_MLP,
+                     T_HEAD_LOSS, T_BACKWARD, T_ADAM)
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -47,10 +60,9 @@ cdef extern from *:
     """
     void barrier "MICROGPT_FAST_BARRIER"() noexcept nogil
 
-MAX_SLOTS = 16
-cdef int _MAX_SLOTS = 16
-# Adam runs over blocks of this many parameters, shared out among threads.
-cdef Py_ssize_t _ADAM_BLOCK = 2048
+cdef extern from "denormals.h" nogil:
+    unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
+    void flush_denormals_end "mg_flush_denormals_end"(unsigned int old)
 
 
 def openmp_enabled():
@@ -58,42 +70,124 @@ def openmp_enabled():
     return bool(MICROGPT_FAST_OPENMP)
 
 
-def num_slots(int batch_size):
-    """G: the number of gradient buffers a batch of batch_size documents uses."""
-    return min(batch_size, _MAX_SLOTS)
+def profiling_enabled():
+    """True for the profiling variants, whose op-group timers are compiled in."""
+    return bool(PROFILE)
+
+
+# Names of the timer slots read_timers returns (timers.pxd).
+TIMER_GROUPS = ("embed+norm", "qkv+out proj", "attention", "mlp", "lm head+loss")
+
+
+# ---------------------------------------------------------------------------
+# Phase B's blocks of weight rows
+
+
+cdef enum BlockKind:
+    PRODUCT = 0     # dW = dout^T x over all rows
+    TOKENS = 1      # wte: rows of d_emb added by token
+    POSITIONS = 2   # wpe: rows of d_emb added by position
+
+
+cdef struct WeightBlock:
+    int kind
+    int timer              # the op group its gradient belongs to (timers.pxd)
+    Py_ssize_t matrix      # offset of the whole matrix in params (and in wt)
+    int nout, nin          # the matrix's shape
+    int o0, o1             # this block's rows
+    Py_ssize_t dout, x     # row-space tensors: dout (R, nout), x (R, nin)
+
+
+cdef int _add_blocks(WeightBlock* out, int count, int kind, int timer, Py_ssize_t matrix,
+                     int nout, int nin, Py_ssize_t dout, Py_ssize_t x) noexcept nogil:
+    """Append the blocks of one matrix (out may be NULL to count them)."""
+    cdef int step = <int>(block_elems(nin) // nin), o0 = 0
+    while o0 < nout:
+        if out != NULL:
+            out[count].kind = kind
+            out[count].timer = T_BACKWARD + timer
+            out[count].matrix = matrix
+            out[count].nout = nout
+            out[count].nin = nin
+            out[count].o0 = o0
+            out[count].o1 = min(nout, o0 + step)
+            out[count].dout = dout
+            out[count].x = x
+        count += 1
+        o0 += step
+    return count
+
+
+cdef int _weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
+    """All blocks in flat parameter order; returns how many."""
+    cdef int n = 0, l, C = d.C, F = d.F
+    cdef Py_ssize_t w, a
+    n = _add_blocks(out, n, TOKENS, T_EMBED_NORM, d.wte, d.V, C, d.d_emb, 0)
+    n = _add_blocks(out, n, POSITIONS, T_EMBED_NORM, d.wpe, d.T, C, d.d_emb, 0)
+    n = _add_blocks(out, n, PRODUCT, T_HEAD_LOSS, d.lm_head, d.V, C, d.logits,
+                    d.xs + <Py_ssize_t>d.L * d.R * C)
+    for l in range(d.L):
+        w = d.layer0 + l * d.layer_size
+        a = d.act0 + l * d.act_size
+        n = _add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.qkv, 3 * C, C, a + d.d_qkv, a + d.ln1)
+        n = _add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.wo, C, C, a + d.d_mid, a + d.att_out)
+        n = _add_blocks(out, n, PRODUCT, T_MLP, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
+        n = _add_blocks(out, n, PRODUCT, T_MLP, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
+    return n
 
 
 cdef class Workspace:
-    """Sizes, offsets and per-thread activation scratch for one model shape."""
+    """Sizes, offsets, row space and per-thread scratch for one model shape.
+
+    batch_size bounds the documents of one step (row space has batch_size *
+    block_size rows); n_threads bounds the threads; itemsize is 4 or 8.
+    """
 
     cdef Dims d
+    cdef void* rows        # row space, d.rows_size elements
     cdef void* arena       # n_threads arenas of d.arena_size elements each
-    cdef int* tokens       # (T,) the tokens fed so far while sampling
+    cdef int* row_ints     # (3, R): each row's token, target and position
+    cdef double* timers    # (n_threads, N_TIMERS) seconds per op group (profiling variants)
+    cdef WeightBlock* blocks
+    cdef int n_blocks
     cdef int n_threads
+    cdef int batch_size
     cdef int itemsize
 
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size,
-                  int vocab_size, int n_threads, int itemsize):
-        self.arena = NULL
-        self.tokens = NULL
+                  int vocab_size, int batch_size, int n_threads, int itemsize):
+        self.rows = self.arena = NULL
+        self.row_ints = NULL
+        self.blocks = NULL
+        self.timers = NULL
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
-                or vocab_size < 2 or n_threads < 1 or itemsize not in (4, 8)):
+                or vocab_size < 2 or batch_size < 1 or n_threads < 1 or itemsize not in (4, 8)):
             raise ValueError("invalid workspace sizes")
-        dims_init(&self.d, n_embd, n_head, n_layer, block_size, vocab_size)
+        dims_init(&self.d, n_embd, n_head, n_layer, block_size, vocab_size, batch_size)
         self.n_threads = n_threads
+        self.batch_size = batch_size
         self.itemsize = itemsize
-        cdef size_t nbytes = <size_t>self.d.arena_size * itemsize * n_threads
-        if posix_memalign(&self.arena, 64, nbytes):
-            self.arena = NULL
+        cdef size_t row_bytes = <size_t>self.d.rows_size * itemsize
+        cdef size_t arena_bytes = <size_t>self.d.arena_size * itemsize * n_threads
+        if (posix_memalign(&self.rows, 64, row_bytes)
+                or posix_memalign(&self.arena, 64, arena_bytes)):
             raise MemoryError("cannot allocate the activation buffers")
-        memset(self.arena, 0, nbytes)
-        self.tokens = <int*>malloc(block_size * sizeof(int))
-        if self.tokens == NULL:
+        memset(self.rows, 0, row_bytes)
+        memset(self.arena, 0, arena_bytes)
+        self.row_ints = <int*>malloc(3 * <size_t>self.d.R * sizeof(int))
+        self.timers = <double*>calloc(<size_t>n_threads * N_TIMERS, sizeof(double))
+        self.n_blocks = _weight_blocks(&self.d, NULL)
+        self.blocks = <WeightBlock*>malloc(self.n_blocks * sizeof(WeightBlock))
+        if self.row_ints == NULL or self.blocks == NULL or self.timers == NULL:
             raise MemoryError()
+        _weight_blocks(&self.d, self.blocks)
 
     def __dealloc__(self):
+        free(self.rows)
         free(self.arena)
-        free(self.tokens)
+        free(self.row_ints)
+        free(self.blocks)
+        free(self.timers)
 
     @property
     def num_params(self):
@@ -103,9 +197,24 @@ cdef class Workspace:
     def threads(self):
         return self.n_threads
 
+    def read_timers(self):
+        """Seconds per op group, summed over threads: (forward, backward) lists in
+        TIMER_GROUPS order, and Adam's. All zero unless profiling_enabled()."""
+        cdef int th, g
+        total = [0.0] * N_TIMERS
+        for th in range(self.n_threads):
+            for g in range(N_TIMERS):
+                total[g] += self.timers[th * N_TIMERS + g]
+        n = len(TIMER_GROUPS)
+        return total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM]
+
+    def reset_timers(self):
+        memset(self.timers, 0, <size_t>self.n_threads * N_TIMERS * sizeof(double))
+
     @property
-    def arena_bytes(self):
-        return self.d.arena_size * self.itemsize * self.n_threads
+    def nbytes(self):
+        """Bytes of row space and scratch."""
+        return (self.d.rows_size + self.d.arena_size * self.n_threads) * self.itemsize
 
 
 cdef void _check(Workspace ws, Py_ssize_t n, int itemsize, str what) except *:
@@ -115,36 +224,24 @@ cdef void _check(Workspace ws, Py_ssize_t n, int itemsize, str what) except *:
         raise ValueError(f"{what} has the wrong dtype for this workspace")
 
 
+cdef void _check_data(Workspace ws, const int[::1] tokens, const long long[::1] starts) except *:
+    if starts.shape[0] < 2:
+        raise ValueError("the dataset has no documents")
+    if starts[starts.shape[0] - 1] >= tokens.shape[0]:
+        raise ValueError("the dataset's starts run past its tokens")
+
+
 # ---------------------------------------------------------------------------
-# Transposed weights: what the forward linear layers read
+# Transposed weights: what the forward products read
 
 
-cdef inline void _transpose_matrix(floating* wt, const floating* w, int nout,
-                                   int nin) noexcept nogil:
+cdef inline void _transpose_rows(floating* wt, const floating* w, int nout, int nin, int o0,
+                                 int o1) noexcept nogil:
+    """Rows o0..o1-1 of w (nout, nin) into columns o0..o1-1 of wt (nin, nout)."""
     cdef int o, i
-    for o in range(nout):
+    for o in range(o0, o1):
         for i in range(nin):
             wt[i * nout + o] = w[o * nin + i]
-
-
-cdef inline void _transpose_one(const Dims* d, const floating* params, floating* wt,
-                                int k) noexcept nogil:
-    """Transpose matrix k of the 1 + 4 L that the forward pass reads transposed."""
-    cdef Py_ssize_t base
-    cdef int part
-    if k == 0:
-        _transpose_matrix(wt + d.lm_head, params + d.lm_head, d.V, d.C)
-        return
-    base = d.layer0 + (k - 1) // 4 * d.layer_size
-    part = (k - 1) % 4
-    if part == 0:
-        _transpose_matrix(wt + base + d.qkv, params + base + d.qkv, 3 * d.C, d.C)
-    elif part == 1:
-        _transpose_matrix(wt + base + d.wo, params + base + d.wo, d.C, d.C)
-    elif part == 2:
-        _transpose_matrix(wt + base + d.fc1, params + base + d.fc1, d.F, d.C)
-    else:
-        _transpose_matrix(wt + base + d.fc2, params + base + d.fc2, d.C, d.F)
 
 
 def transpose_weights(Workspace ws, const floating[::1] params, floating[::1] wt):
@@ -152,73 +249,111 @@ def transpose_weights(Workspace ws, const floating[::1] params, floating[::1] wt
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     cdef int k
+    cdef WeightBlock* b
     with nogil:
-        for k in range(1 + 4 * ws.d.L):
-            _transpose_one(&ws.d, &params[0], &wt[0], k)
+        for k in range(ws.n_blocks):
+            b = &ws.blocks[k]
+            if b.kind == PRODUCT:
+                _transpose_rows(&wt[b.matrix], &params[b.matrix], b.nout, b.nin, b.o0, b.o1)
 
 
 # ---------------------------------------------------------------------------
-# One step's documents, shared out among threads
+# Phase A: the documents of one step
 
 
-cdef inline double _train_doc(const Dims* d, const floating* params, const floating* wt,
-                              floating* grads, floating* arena, const int* tokens, int n,
-                              double batch_scale) noexcept nogil:
-    """Forward and backward of one document; returns its mean position loss."""
-    gpt_forward(d, params, wt, arena, tokens, 0, n)
-    cdef double loss = gpt_loss_backward(d, params, grads, arena, tokens, n,
-                                         <floating>((1.0 / n) * batch_scale))
-    return loss * (1.0 / n)
-
-
-cdef inline void _run_slots(const Dims* d, const floating* params, const floating* wt,
-                            floating* grads, floating* arena, const int* tokens,
-                            const long long* starts, const long long* doc_ids, int B, int G,
-                            int g0, int g1, double* doc_losses) noexcept nogil:
-    """Documents of slots g0..g1-1 of one step; slot g covers docs g*B/G .. (g+1)*B/G - 1."""
-    cdef int g, b, n
+cdef void _plan_step(const Dims* d, const long long* starts, const long long* doc_ids, int B,
+                     int n_threads, int* doc_rows, int* bounds) noexcept nogil:
+    """doc_rows[0..B]: first row of each document; bounds[0..n_threads]: first
+    document of each thread, consecutive runs balanced by token count."""
+    cdef int b, th = 1
     cdef long long i
-    cdef double batch_scale = 1.0 if B == 1 else 1.0 / B
-    for g in range(g0, g1):
-        for b in range(g * B // G, (g + 1) * B // G):
-            i = doc_ids[b]
-            n = <int>min(<long long>d.T, starts[i + 1] - starts[i])
-            doc_losses[b] = _train_doc(d, params, wt, grads + g * d.P, arena,
-                                       tokens + starts[i], n, batch_scale)
-
-
-cdef void _share_slots(const Dims* d, const long long* starts, const long long* doc_ids,
-                       int B, int G, int n_threads, int* bounds) noexcept nogil:
-    """bounds[0..n_threads]: consecutive slots per thread, balanced by token count.
-
-    Thread th takes slots bounds[th] .. bounds[th + 1] - 1, at least one each
-    (the caller never asks for more threads than slots).
-    """
-    cdef int g, b, th
-    cdef long long total = 0, done = 0, i
-    cdef long long* slot_tokens = <long long*>malloc(G * sizeof(long long))
-    for g in range(G):
-        slot_tokens[g] = 0
-        for b in range(g * B // G, (g + 1) * B // G):
-            i = doc_ids[b]
-            slot_tokens[g] += min(<long long>d.T, starts[i + 1] - starts[i])
-        total += slot_tokens[g]
+    doc_rows[0] = 0
+    for b in range(B):
+        i = doc_ids[b]
+        doc_rows[b + 1] = doc_rows[b] + <int>min(<long long>d.T, starts[i + 1] - starts[i])
     bounds[0] = 0
-    g = 0
+    b = 0
     for th in range(1, n_threads):
-        while g < G and done * n_threads < total * th:
-            done += slot_tokens[g]
-            g += 1
-        bounds[th] = max(bounds[th - 1] + 1, min(g, G - (n_threads - th)))
-    bounds[n_threads] = G
-    free(slot_tokens)
+        # the first document that starts at or after th / n_threads of the rows
+        while b < B and <long long>doc_rows[b] * n_threads < <long long>doc_rows[B] * th:
+            b += 1
+        bounds[th] = max(bounds[th - 1] + 1, min(b, B - (n_threads - th)))
+    bounds[n_threads] = B
+
+
+cdef inline void _fill_rows(const Dims* d, int* row_ints, const int* tokens,
+                            const long long* starts, const long long* doc_ids,
+                            const int* doc_rows, int b0, int b1) noexcept nogil:
+    """Token, target and position of every row of documents b0..b1-1."""
+    cdef int b, p, r
+    cdef const int* doc
+    for b in range(b0, b1):
+        doc = tokens + starts[doc_ids[b]]
+        for p in range(doc_rows[b + 1] - doc_rows[b]):
+            r = doc_rows[b] + p
+            row_ints[r] = doc[p]
+            row_ints[d.R + r] = doc[p + 1]
+            row_ints[2 * d.R + r] = p
+
+
+cdef inline void _run_documents(const Dims* d, const floating* params, const floating* wt,
+                                floating* rows, floating* arena, int* row_ints,
+                                const int* tokens, const long long* starts,
+                                const long long* doc_ids, const int* doc_rows, int B, int b0,
+                                int b1, double* doc_losses, double* timers) noexcept nogil:
+    """Phase A for documents b0..b1-1 of a step (one thread's run)."""
+    if b0 >= b1:
+        return
+    _fill_rows(d, row_ints, tokens, starts, doc_ids, doc_rows, b0, b1)
+    gpt_forward(d, params, wt, rows, arena, row_ints, doc_rows + b0, b1 - b0, doc_rows[b0],
+                timers)
+    gpt_loss_backward(d, params, rows, arena, row_ints + d.R, doc_rows + b0, b1 - b0,
+                      1.0 if B == 1 else 1.0 / B, doc_losses + b0, timers)
+
+
+# ---------------------------------------------------------------------------
+# Phase B: weight gradients, then Adam, block by block
+
+
+cdef inline floating* _block_gradient(const Dims* d, const WeightBlock* b, const floating* rows,
+                                      floating* scratch, const int* row_ints,
+                                      int n_rows) noexcept nogil:
+    """The gradient of the block's rows into scratch ((o1 - o0) * nin elements)."""
+    if b.kind == PRODUCT:
+        linear_backward_weight(scratch, rows + b.dout, rows + b.x, n_rows, b.nin, b.nout,
+                               b.o0, b.o1)
+    else:
+        embedding_backward(scratch, rows + b.dout,
+                           row_ints if b.kind == TOKENS else row_ints + 2 * d.R,
+                           n_rows, b.nin, b.o0, b.o1)
+    return scratch
+
+
+cdef inline void _update_block(const Dims* d, const WeightBlock* b, floating* params,
+                               floating* wt, floating* m, floating* v, const floating* rows,
+                               floating* scratch, const int* row_ints, int n_rows,
+                               floating lr_t, floating beta1, floating beta2, floating bias1,
+                               floating bias2, floating eps, double* timers) noexcept nogil:
+    cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
+    cdef Py_ssize_t count = <Py_ssize_t>(b.o1 - b.o0) * b.nin
+    cdef double t = now() if PROFILE else 0
+    _block_gradient(d, b, rows, scratch, row_ints, n_rows)
+    t = lap(timers, b.timer, t)
+    adam_update(params + first, m + first, v + first, scratch, count, lr_t, beta1, beta2,
+                bias1, bias2, eps)
+    if b.kind == PRODUCT:
+        _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
+    lap(timers, T_ADAM, t)
+
+
+# ---------------------------------------------------------------------------
+# Entry points
 
 
 def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1] m,
-                floating[::1] v, floating[:, ::1] grads, const int[::1] tokens,
-                const long long[::1] starts, long long step0, long long total_steps,
-                int batch_size, double learning_rate, double beta1, double beta2,
-                double eps, double[::1] losses):
+                floating[::1] v, const int[::1] tokens, const long long[::1] starts,
+                long long step0, long long total_steps, int batch_size, double learning_rate,
+                double beta1, double beta2, double eps, double[::1] losses):
     """Train len(losses) steps from step0, entirely without the GIL.
 
     Step s trains documents s*B .. s*B + B - 1 (mod N) and writes its loss (the
@@ -226,57 +361,59 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     losses[s - step0]. Adam uses lr_t = learning_rate * (1 - s / total_steps).
     wt must hold the transposed params on entry; it does again on return.
     """
-    cdef Py_ssize_t P = ws.d.P
-    cdef int nsteps = <int>losses.shape[0], B = batch_size, G = min(batch_size, _MAX_SLOTS)
+    cdef int nsteps = <int>losses.shape[0], B = batch_size
     cdef long long N = starts.shape[0] - 1
     for buf, name in ((params, "params"), (wt, "wt"), (m, "m"), (v, "v")):
         _check(ws, buf.shape[0], sizeof(floating), name)
-    _check(ws, grads.shape[1], sizeof(floating), "grads")
-    if grads.shape[0] < G:
-        raise ValueError(f"grads needs {G} slots for batch size {B}")
-    if N < 1 or B < 1 or nsteps < 1 or step0 < 0 or step0 + nsteps > total_steps:
-        raise ValueError("invalid steps, batch size or dataset")
-    cdef int n_threads = min(ws.n_threads, G)
-    cdef int n_mats = 1 + 4 * ws.d.L
-    cdef Py_ssize_t n_blocks = (P + _ADAM_BLOCK - 1) // _ADAM_BLOCK
+    _check_data(ws, tokens, starts)
+    if not (1 <= B <= ws.batch_size and nsteps >= 1 and 0 <= step0
+            and step0 + nsteps <= total_steps):
+        raise ValueError("invalid steps or batch size")
+    cdef int n_threads = min(ws.n_threads, B)
     cdef long long* doc_ids = <long long*>malloc(<size_t>nsteps * B * sizeof(long long))
+    cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    if doc_ids == NULL or bounds == NULL or doc_losses == NULL:
-        free(doc_ids); free(bounds); free(doc_losses)
+    if doc_ids == NULL or doc_rows == NULL or bounds == NULL or doc_losses == NULL:
+        free(doc_ids); free(doc_rows); free(bounds); free(doc_losses)
         raise MemoryError()
     cdef int s, b, th, k
-    cdef Py_ssize_t blk
     cdef long long step
     cdef double lr_t, total
-    cdef floating* arena0 = <floating*>ws.arena
+    cdef unsigned int fp_mode
     cdef const Dims* d = &ws.d
+    cdef floating* rows = <floating*>ws.rows
+    cdef floating* arenas = <floating*>ws.arena
+    cdef int* ts                # this step's thread bounds
+    cdef int* dr                # this step's document rows
     with nogil:
         for s in range(nsteps):
             for b in range(B):
                 doc_ids[s * B + b] = ((step0 + s) * B + b) % N
-            _share_slots(d, &starts[0], doc_ids + s * B, B, G, n_threads,
-                         bounds + s * (n_threads + 1))
+            _plan_step(d, &starts[0], doc_ids + s * B, B, n_threads, doc_rows + s * (B + 1),
+                       bounds + s * (n_threads + 1))
         with parallel(num_threads=n_threads):
+            fp_mode = flush_denormals_begin()
             for s in range(nsteps):
                 step = step0 + s
+                ts = bounds + s * (n_threads + 1)
+                dr = doc_rows + s * (B + 1)
                 for th in prange(n_threads, schedule="static", chunksize=1):
-                    _run_slots(d, &params[0], &wt[0], &grads[0, 0], arena0 + th * d.arena_size,
-                               &tokens[0], &starts[0], doc_ids + s * B, B, G,
-                               bounds[s * (n_threads + 1) + th],
-                               bounds[s * (n_threads + 1) + th + 1], doc_losses + s * B)
+                    _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
+                                   ws.row_ints, &tokens[0], &starts[0], doc_ids + s * B, dr, B,
+                                   ts[th], ts[th + 1], doc_losses + s * B,
+                                   ws.timers + th * N_TIMERS)
                 barrier()
                 lr_t = learning_rate * (1 - <double>step / total_steps)
-                for blk in prange(n_blocks, schedule="static"):
-                    adam_update(&params[0], &m[0], &v[0], &grads[0, 0], P, G,
-                                blk * _ADAM_BLOCK, min(P, (blk + 1) * _ADAM_BLOCK),
-                                <floating>lr_t, <floating>beta1, <floating>beta2,
-                                <floating>(1 - beta1 ** (step + 1)),
-                                <floating>(1 - beta2 ** (step + 1)), <floating>eps)
+                for k in prange(ws.n_blocks, schedule="static", chunksize=1):
+                    _update_block(d, &ws.blocks[k], &params[0], &wt[0], &m[0], &v[0], rows,
+                                  arenas + threadid() * d.arena_size + d.grad_rows,
+                                  ws.row_ints, dr[B], <floating>lr_t, <floating>beta1,
+                                  <floating>beta2, <floating>(1 - beta1 ** (step + 1)),
+                                  <floating>(1 - beta2 ** (step + 1)), <floating>eps,
+                                  ws.timers + threadid() * N_TIMERS)
                 barrier()
-                for k in prange(n_mats, schedule="static"):
-                    _transpose_one(d, &params[0], &wt[0], k)
-                barrier()
+            flush_denormals_end(fp_mode)
         for s in range(nsteps):
             if B == 1:
                 losses[s] = doc_losses[s]
@@ -285,52 +422,57 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 for b in range(B):
                     total += doc_losses[s * B + b]
                 losses[s] = (1.0 / B) * total
-    free(doc_ids); free(bounds); free(doc_losses)
+    free(doc_ids); free(doc_rows); free(bounds); free(doc_losses)
 
 
 def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] wt,
-                  floating[:, ::1] grads, const int[::1] tokens,
-                  const long long[::1] starts, const long long[::1] doc_ids):
-    """Loss of the batch doc_ids and its gradient, summed into grads[0].
+                  floating[::1] grad, const int[::1] tokens, const long long[::1] starts,
+                  const long long[::1] doc_ids):
+    """Loss of the batch doc_ids and its gradient, written to grad (P,).
 
-    The same document code as a training step, without the update. grads must be
-    zero on entry; slots 1.. are left zero.
+    The same code as a training step, without the update.
     """
-    cdef Py_ssize_t P = ws.d.P
-    cdef int B = <int>doc_ids.shape[0], G = min(B, _MAX_SLOTS), g, th
+    cdef int B = <int>doc_ids.shape[0], b, th, k
     cdef long long N = starts.shape[0] - 1
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
-    _check(ws, grads.shape[1], sizeof(floating), "grads")
-    if B < 1 or grads.shape[0] < G:
-        raise ValueError("need at least one document and one gradient slot per slot")
+    _check(ws, grad.shape[0], sizeof(floating), "grad")
+    _check_data(ws, tokens, starts)
+    if not 1 <= B <= ws.batch_size:
+        raise ValueError(f"need 1 to {ws.batch_size} documents, got {B}")
     for b in range(B):
         if not 0 <= doc_ids[b] < N:
             raise ValueError(f"document index {doc_ids[b]} out of range")
-    cdef int n_threads = min(ws.n_threads, G)
+    cdef int n_threads = min(ws.n_threads, B)
+    cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(B * sizeof(double))
-    cdef floating* arena0 = <floating*>ws.arena
     cdef const Dims* d = &ws.d
-    cdef Py_ssize_t i
+    cdef floating* rows = <floating*>ws.rows
+    cdef floating* arenas = <floating*>ws.arena
+    cdef WeightBlock* blk
+    cdef unsigned int fp_mode
     cdef double total = 0
-    with nogil:
-        _share_slots(d, &starts[0], &doc_ids[0], B, G, n_threads, bounds)
-        for th in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
-            _run_slots(d, &params[0], &wt[0], &grads[0, 0], arena0 + th * d.arena_size,
-                       &tokens[0], &starts[0], &doc_ids[0], B, G, bounds[th], bounds[th + 1],
-                       doc_losses)
-        for g in range(1, G):
-            for i in range(P):
-                grads[0, i] += grads[g, i]
-                grads[g, i] = 0
-    if B == 1:
-        total = doc_losses[0]
-    else:
-        for b in range(B):
-            total += doc_losses[b]
+    with nogil, parallel(num_threads=n_threads):
+        fp_mode = flush_denormals_begin()
+        if threadid() == 0:
+            _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
+        barrier()
+        for th in prange(n_threads, schedule="static", chunksize=1):
+            _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
+                           ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
+                           bounds[th], bounds[th + 1], doc_losses, ws.timers + th * N_TIMERS)
+        barrier()
+        for k in prange(ws.n_blocks, schedule="static", chunksize=1):
+            blk = &ws.blocks[k]
+            _block_gradient(d, blk, rows, &grad[blk.matrix + <Py_ssize_t>blk.o0 * blk.nin],
+                            ws.row_ints, doc_rows[B])
+        flush_denormals_end(fp_mode)
+    for b in range(B):
+        total += doc_losses[b]
+    if B > 1:
         total = (1.0 / B) * total
-    free(bounds); free(doc_losses)
+    free(doc_rows); free(bounds); free(doc_losses)
     return total
 
 
@@ -343,9 +485,81 @@ def sample_probs(Workspace ws, const floating[::1] params, const floating[::1] w
     if not (0 <= pos < ws.d.T and 0 <= token < ws.d.V and probs.shape[0] == ws.d.V
             and temperature > 0):
         raise ValueError("invalid token, position, temperature or probs size")
-    cdef floating* arena0 = <floating*>ws.arena
-    ws.tokens[pos] = token
+    cdef int doc_rows[2]
+    doc_rows[0] = 0
+    doc_rows[1] = pos + 1
+    ws.row_ints[pos] = token
+    cdef floating* rows = <floating*>ws.rows
     with nogil:
-        gpt_forward(&ws.d, &params[0], &wt[0], arena0, ws.tokens, pos, pos + 1)
-        softmax_temperature(&probs[0], arena0 + ws.d.logits + pos * ws.d.V, ws.d.V,
-                            temperature)
+        gpt_forward(&ws.d, &params[0], &wt[0], rows, <floating*>ws.arena, ws.row_ints,
+                    doc_rows, 1, pos, ws.timers)
+        softmax_temperature(&probs[0], rows + ws.d.logits + pos * ws.d.V, ws.d.V, temperature)
+
+
+def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
+              const int[::1] tokens, const long long[::1] starts,
+              const long long[::1] doc_ids, double[::1] doc_losses):
+    """Forward pass and loss of each document of doc_ids into doc_losses; no gradient
+    reaches the weights."""
+    cdef int B = <int>doc_ids.shape[0], b, th
+    cdef long long N = starts.shape[0] - 1
+    _check(ws, params.shape[0], sizeof(floating), "params")
+    _check(ws, wt.shape[0], sizeof(floating), "wt")
+    _check_data(ws, tokens, starts)
+    if not (1 <= B <= ws.batch_size and doc_losses.shape[0] == B):
+        raise ValueError(f"need 1 to {ws.batch_size} documents and one loss slot each")
+    for b in range(B):
+        if not 0 <= doc_ids[b] < N:
+            raise ValueError(f"document index {doc_ids[b]} out of range")
+    cdef int n_threads = min(ws.n_threads, B)
+    cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
+    cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
+    cdef const Dims* d = &ws.d
+    cdef floating* rows = <floating*>ws.rows
+    cdef floating* arenas = <floating*>ws.arena
+    cdef int* row_tgt = ws.row_ints + d.R
+    cdef int j, s, nj
+    cdef unsigned int fp_mode
+    with nogil:
+        _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
+        for th in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            fp_mode = flush_denormals_begin()
+            _fill_rows(d, ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows,
+                       bounds[th], bounds[th + 1])
+            gpt_forward(d, &params[0], &wt[0], rows, arenas + th * d.arena_size, ws.row_ints,
+                        doc_rows + bounds[th], bounds[th + 1] - bounds[th],
+                        doc_rows[bounds[th]], ws.timers + th * N_TIMERS)
+            for j in range(bounds[th], bounds[th + 1]):
+                s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
+                doc_losses[j] = (1.0 / nj) * xent_forward_backward(
+                    rows + d.logits + <Py_ssize_t>s * d.V, rows + d.logits + <Py_ssize_t>s * d.V,
+                    row_tgt + s, nj, d.V, <floating>0)
+            flush_denormals_end(fp_mode)
+    free(doc_rows); free(bounds)
+
+
+def adam_step(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1] m,
+              floating[::1] v, const floating[::1] grad, long long step,
+              long long total_steps, double learning_rate, double beta1, double beta2,
+              double eps):
+    """One Adam update of every parameter from grad (P,), with the linear decay, and
+    the transposed copy refreshed: phase B of a step without the products."""
+    for buf, name in ((params, "params"), (wt, "wt"), (m, "m"), (v, "v"), (grad, "grad")):
+        _check(ws, buf.shape[0], sizeof(floating), name)
+    if not 0 <= step < total_steps:
+        raise ValueError("step outside the schedule")
+    cdef double lr_t = learning_rate * (1 - <double>step / total_steps)
+    cdef floating bias1 = <floating>(1 - beta1 ** (step + 1))
+    cdef floating bias2 = <floating>(1 - beta2 ** (step + 1))
+    cdef int k, n_threads = ws.n_threads
+    cdef WeightBlock* b
+    cdef Py_ssize_t first
+    with nogil:
+        for k in prange(ws.n_blocks, schedule="static", chunksize=1, num_threads=n_threads):
+            b = &ws.blocks[k]
+            first = b.matrix + <Py_ssize_t>b.o0 * b.nin
+            adam_update(&params[first], &m[first], &v[first], &grad[first],
+                        <Py_ssize_t>(b.o1 - b.o0) * b.nin, <floating>lr_t, <floating>beta1,
+                        <floating>beta2, bias1, bias2, <floating>eps)
+            if b.kind == PRODUCT:
+                _transpose_rows(&wt[b.matrix], &params[b.matrix], b.nout, b.nin, b.o0, b.o1)

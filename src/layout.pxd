@@ -5,33 +5,46 @@
 #   C  n_embd, width of the residual stream      H  heads, D = C / H
 #   F  4 * C, width of the MLP hidden layer      V  vocab_size
 #   L  layers                                    P  parameters
+#   R  rows of a step: the positions of all its documents, one after another
 # Every matrix is row-major; a weight "W (nout, nin)" maps nin inputs to nout
 # outputs, as in the original. Offsets are counted in elements, not bytes.
+#
+# Activations live in "row space": one (R, width) tensor per quantity, where
+# document b of a step owns rows R_b .. R_b + n_b - 1. The weight gradients are
+# products over all R rows of these tensors (engine.pxi, phase B).
 
 cdef struct Dims:
     int C, H, D, F, V, T, L
+    int R                          # most rows of a step: batch_size * T
     Py_ssize_t P
     # parameters (flat order of the original)
     Py_ssize_t wte, wpe, lm_head   # (V, C), (T, C), (V, C)
     Py_ssize_t layer0, layer_size  # layer l starts at layer0 + l * layer_size
     Py_ssize_t qkv, wo, fc1, fc2   # inside a layer: (3C, C) = wq;wk;wv, (C, C), (F, C), (C, F)
-    # one thread's activations and gradient scratch ("arena")
-    Py_ssize_t emb, emb_scale      # (T, C) wte[tok] + wpe[pos], (T,) its rmsnorm scale
-    Py_ssize_t xs                  # (L + 1, T, C) residual stream entering each layer, then the output
-    Py_ssize_t act0, act_size      # layer l's activations start at act0 + l * act_size
-    Py_ssize_t ln1, ln1_scale      # (T, C), (T,)   rmsnorm of the layer input
-    Py_ssize_t qkv_out             # (T, 3C)        q, k, v of every position (the KV cache)
-    Py_ssize_t kt                  # (H, D, T)      keys transposed, for dot products over keys
-    Py_ssize_t att                 # (H, T, T)      softmax weights, row t uses columns <= t
-    Py_ssize_t att_out             # (T, C)         heads concatenated
-    Py_ssize_t x_mid               # (T, C)         after the attention residual
-    Py_ssize_t ln2, ln2_scale      # (T, C), (T,)
-    Py_ssize_t hidden              # (T, F)         relu(fc1 ln2)
-    Py_ssize_t logits              # (T, V)
-    Py_ssize_t d_x, d_ln, d_att    # (T, C) each: residual, norm output and attention output gradients
-    Py_ssize_t d_qkv, d_hidden     # (T, 3C), (T, F)
-    Py_ssize_t d_logits, d_row     # (T, V), (T,)
-    Py_ssize_t arena_size          # elements per thread, a multiple of 16
+    # row space: tensors of R rows
+    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its rmsnorm scale
+    Py_ssize_t xs                  # (L + 1, R, C) residual stream entering each layer, then the output
+    Py_ssize_t logits              # (R, V) logits, then their gradient
+    Py_ssize_t d_x0, d_emb         # (R, C) gradients of xs[0] and of emb
+    Py_ssize_t d_ln, d_att         # (R, C) scratch: gradient of a norm output, of att_out
+    Py_ssize_t act0, act_size      # layer l's tensors start at act0 + l * act_size:
+    Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   rmsnorm of the layer input
+    Py_ssize_t qkv_out             #   (R, 3C)        q, k, v of every position (the KV cache)
+    Py_ssize_t att                 #   (R, H, T)      softmax weights of row t over its document's keys <= t
+    Py_ssize_t att_out             #   (R, C)         heads concatenated
+    Py_ssize_t x_mid               #   (R, C)         after the attention residual
+    Py_ssize_t ln2, ln2_scale      #   (R, C), (R,)
+    Py_ssize_t hidden              #   (R, F)         relu(fc1 ln2)
+    Py_ssize_t d_qkv               #   (R, 3C)        gradient of qkv_out
+    Py_ssize_t d_mid               #   (R, C)         gradient of x_mid
+    Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (relu applied)
+    Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
+    Py_ssize_t rows_size           # elements of row space
+    # one thread's scratch for one document
+    Py_ssize_t kt                  # (C, T) keys (or values) transposed
+    Py_ssize_t d_att_w             # (T, T) gradient of one head's attention weights
+    Py_ssize_t grad_rows           # (G,) weight-gradient rows of one phase-B block
+    Py_ssize_t arena_size          # elements per thread
 
 
 cdef inline Py_ssize_t _take(Py_ssize_t* cursor, Py_ssize_t n) noexcept nogil:
@@ -41,11 +54,18 @@ cdef inline Py_ssize_t _take(Py_ssize_t* cursor, Py_ssize_t n) noexcept nogil:
     return start
 
 
+cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
+    """Weight rows per phase-B block: about 4096 weights, at least 4 rows."""
+    return max(4, 4096 // nin) * nin
+
+
 cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int block_size,
-                           int vocab_size) noexcept nogil:
-    cdef int C = n_embd, T = block_size, V = vocab_size
-    cdef Py_ssize_t cur = 0, layer_cur
-    d.C = C; d.H = n_head; d.D = C // n_head; d.F = 4 * C; d.V = V; d.T = T; d.L = n_layer
+                           int vocab_size, int batch_size) noexcept nogil:
+    cdef int C = n_embd, T = block_size, V = vocab_size, F = 4 * n_embd
+    cdef Py_ssize_t R = <Py_ssize_t>batch_size * block_size
+    cdef Py_ssize_t cur = 0, layer_cur = 0
+    d.C = C; d.H = n_head; d.D = C // n_head; d.F = F; d.V = V; d.T = T; d.L = n_layer
+    d.R = <int>R
     d.wte = 0
     d.wpe = d.wte + V * C
     d.lm_head = d.wpe + T * C
@@ -53,32 +73,37 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.qkv = 0
     d.wo = 3 * C * C
     d.fc1 = 4 * C * C
-    d.fc2 = 4 * C * C + d.F * C
-    d.layer_size = 4 * C * C + 2 * d.F * C
+    d.fc2 = 4 * C * C + F * C
+    d.layer_size = 4 * C * C + 2 * F * C
     d.P = d.layer0 + n_layer * d.layer_size
 
-    d.emb = _take(&cur, T * C)
-    d.emb_scale = _take(&cur, T)
-    d.xs = _take(&cur, (n_layer + 1) * T * C)
-    d.logits = _take(&cur, T * V)
-    d.d_x = _take(&cur, T * C)
-    d.d_ln = _take(&cur, T * C)
-    d.d_att = _take(&cur, T * C)
-    d.d_qkv = _take(&cur, T * 3 * C)
-    d.d_hidden = _take(&cur, T * d.F)
-    d.d_logits = _take(&cur, T * V)
-    d.d_row = _take(&cur, T)
-    layer_cur = 0
-    d.ln1 = _take(&layer_cur, T * C)
-    d.ln1_scale = _take(&layer_cur, T)
-    d.qkv_out = _take(&layer_cur, T * 3 * C)
-    d.kt = _take(&layer_cur, C * T)
-    d.att = _take(&layer_cur, n_head * T * T)
-    d.att_out = _take(&layer_cur, T * C)
-    d.x_mid = _take(&layer_cur, T * C)
-    d.ln2 = _take(&layer_cur, T * C)
-    d.ln2_scale = _take(&layer_cur, T)
-    d.hidden = _take(&layer_cur, T * d.F)
+    d.emb = _take(&cur, R * C)
+    d.emb_scale = _take(&cur, R)
+    d.xs = _take(&cur, (n_layer + 1) * R * C)
+    d.logits = _take(&cur, R * V)
+    d.d_x0 = _take(&cur, R * C)
+    d.d_emb = _take(&cur, R * C)
+    d.d_ln = _take(&cur, R * C)
+    d.d_att = _take(&cur, R * C)
+    d.ln1 = _take(&layer_cur, R * C)
+    d.ln1_scale = _take(&layer_cur, R)
+    d.qkv_out = _take(&layer_cur, R * 3 * C)
+    d.att = _take(&layer_cur, R * n_head * T)
+    d.att_out = _take(&layer_cur, R * C)
+    d.x_mid = _take(&layer_cur, R * C)
+    d.ln2 = _take(&layer_cur, R * C)
+    d.ln2_scale = _take(&layer_cur, R)
+    d.hidden = _take(&layer_cur, R * F)
+    d.d_qkv = _take(&layer_cur, R * 3 * C)
+    d.d_mid = _take(&layer_cur, R * C)
+    d.d_hidden = _take(&layer_cur, R * F)
+    d.d_out = _take(&layer_cur, R * C)
     d.act_size = layer_cur
     d.act0 = _take(&cur, n_layer * layer_cur)
+    d.rows_size = cur
+
+    cur = 0
+    d.kt = _take(&cur, C * T)
+    d.d_att_w = _take(&cur, <Py_ssize_t>T * T)
+    d.grad_rows = _take(&cur, max(block_elems(C), block_elems(F)))
     d.arena_size = cur

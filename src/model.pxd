@@ -1,110 +1,176 @@
-# The GPT of one document: forward over positions p0..p1-1, backward over all.
+# The GPT over consecutive documents that share one run of rows.
 #
-# params holds the weights in flat order; wt holds the same buffer with every
-# weight matrix transposed (what the forward linear layers read); arena is one
-# thread's activation and gradient scratch (offsets in layout.Dims).
+# Documents j = 0 .. ndocs-1 own rows doc_rows[j] .. doc_rows[j + 1] - 1 of row
+# space (layout.pxd); row r of a document is its position r - doc_rows[j]. Row-wise
+# ops (norms, linear layers) run over all those rows at once, so each product
+# has as many rows as the documents have positions; attention runs document
+# by document. The backward pass computes the gradients of the activations
+# only; the weight gradients are products over all rows of the step, taken
+# later (engine.pxi, phase B) from the tensors left here.
+#
+# params holds the weights in flat order; wt the same buffer with every weight
+# matrix transposed (what the forward products read); rows is row space;
+# arena one thread's scratch; timers this thread's op-group timers (timers.pxd),
+# touched only by the profiling variants.
 
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from layout cimport Dims
-from embedding cimport embedding_forward, embedding_backward
+from embedding cimport embedding_forward
 from rmsnorm cimport rmsnorm_forward, rmsnorm_backward
 from linear cimport (linear_forward, linear_residual_forward, linear_relu_forward,
-                     linear_backward, relu_backward)
+                     linear_backward_input, relu_backward)
 from attention cimport attention_forward, attention_backward
 from xent cimport xent_forward_backward
+from timers cimport (lap, now, PROFILE, T_EMBED_NORM, T_PROJECTIONS, T_ATTENTION, T_MLP,
+                     T_HEAD_LOSS, T_BACKWARD)
 
 
 cdef inline void _zero(floating* buf, Py_ssize_t n) noexcept nogil:
     memset(buf, 0, n * sizeof(floating))
 
 
+cdef inline void _copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    memcpy(dst, src, n * sizeof(floating))
+
+
 cdef inline void gpt_forward(const Dims* d, const floating* params, const floating* wt,
-                             floating* arena, const int* tokens, int p0,
-                             int p1) noexcept nogil:
-    """Logits of rows p0..p1-1 into arena[logits]; rows < p0 must already be there."""
-    cdef int C = d.C, T = d.T, rows = p1 - p0, l
+                             floating* rows, floating* arena, const int* row_tok,
+                             const int* doc_rows, int ndocs, int r0,
+                             double* timers) noexcept nogil:
+    """Logits of rows r0 .. doc_rows[ndocs] - 1 into rows[logits].
+
+    Rows before r0 of a document must already be computed (the KV cache of
+    sampling); training passes r0 = doc_rows[0].
+    """
+    cdef int C = d.C, F = d.F, H = d.H, T = d.T, R = d.R, l, j, s, e
+    cdef int n = doc_rows[ndocs] - r0
     cdef floating inv_sqrt_d = <floating>(1.0 / (<double>d.D) ** 0.5)
     cdef const floating* lw     # this layer's weights, transposed
-    cdef floating* act          # this layer's activations
+    cdef floating* act          # this layer's tensors
     cdef floating* x_in
     cdef floating* x_out
-    cdef Py_ssize_t r0 = <Py_ssize_t>p0 * C    # first row of (T, C) buffers
-    embedding_forward(arena + d.emb, params + d.wte, params + d.wpe, tokens, p0, p1, C)
-    rmsnorm_forward(arena + d.xs + r0, arena + d.emb_scale + p0, arena + d.emb + r0, rows, C)
+    cdef Py_ssize_t rc = <Py_ssize_t>r0 * C    # first row of (R, C) tensors
+    cdef double t = now() if PROFILE else 0
+    for j in range(ndocs):
+        s = doc_rows[j]
+        embedding_forward(rows + d.emb + <Py_ssize_t>s * C, params + d.wte, params + d.wpe,
+                          row_tok + s, max(r0, s) - s, doc_rows[j + 1] - s, C)
+    rmsnorm_forward(rows + d.xs + rc, rows + d.emb_scale + r0, rows + d.emb + rc, n, C)
+    t = lap(timers, T_EMBED_NORM, t)
     for l in range(d.L):
         lw = wt + d.layer0 + l * d.layer_size
-        act = arena + d.act0 + l * d.act_size
-        x_in = arena + d.xs + l * T * C
-        x_out = x_in + T * C
+        act = rows + d.act0 + l * d.act_size
+        x_in = rows + d.xs + <Py_ssize_t>l * R * C
+        x_out = x_in + <Py_ssize_t>R * C
         # x = rmsnorm(x); q, k, v = Wq x, Wk x, Wv x (one product: the three are adjacent)
-        rmsnorm_forward(act + d.ln1 + r0, act + d.ln1_scale + p0, x_in + r0, rows, C)
-        linear_forward(act + d.qkv_out + 3 * r0, act + d.ln1 + r0, lw + d.qkv, rows, C, 3 * C)
-        attention_forward(act + d.att_out, act + d.att, act + d.kt, act + d.qkv_out,
-                          p0, p1, T, C, d.H, d.D, inv_sqrt_d)
+        rmsnorm_forward(act + d.ln1 + rc, act + d.ln1_scale + r0, x_in + rc, n, C)
+        t = lap(timers, T_EMBED_NORM, t)
+        linear_forward(act + d.qkv_out + 3 * rc, act + d.ln1 + rc, lw + d.qkv, n, C, 3 * C)
+        t = lap(timers, T_PROJECTIONS, t)
+        for j in range(ndocs):
+            s, e = doc_rows[j], doc_rows[j + 1]
+            attention_forward(act + d.att_out + <Py_ssize_t>s * C,
+                              act + d.att + <Py_ssize_t>s * H * T, arena + d.kt,
+                              act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                              max(r0, s) - s, e - s, T, C, H, d.D, inv_sqrt_d)
+        t = lap(timers, T_ATTENTION, t)
         # x = Wo x_attn + residual
-        linear_residual_forward(act + d.x_mid + r0, act + d.att_out + r0, lw + d.wo,
-                                x_in + r0, rows, C, C)
+        linear_residual_forward(act + d.x_mid + rc, act + d.att_out + rc, lw + d.wo,
+                                x_in + rc, n, C, C)
+        t = lap(timers, T_PROJECTIONS, t)
         # x = fc2 relu(fc1 rmsnorm(x)) + residual
-        rmsnorm_forward(act + d.ln2 + r0, act + d.ln2_scale + p0, act + d.x_mid + r0, rows, C)
-        linear_relu_forward(act + d.hidden + <Py_ssize_t>p0 * d.F, act + d.ln2 + r0,
-                            lw + d.fc1, rows, C, d.F)
-        linear_residual_forward(x_out + r0, act + d.hidden + <Py_ssize_t>p0 * d.F, lw + d.fc2,
-                                act + d.x_mid + r0, rows, d.F, C)
-    linear_forward(arena + d.logits + <Py_ssize_t>p0 * d.V,
-                   arena + d.xs + d.L * T * C + r0, wt + d.lm_head, rows, C, d.V)
+        rmsnorm_forward(act + d.ln2 + rc, act + d.ln2_scale + r0, act + d.x_mid + rc, n, C)
+        t = lap(timers, T_EMBED_NORM, t)
+        linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
+                            lw + d.fc1, n, C, F)
+        linear_residual_forward(x_out + rc, act + d.hidden + <Py_ssize_t>r0 * F, lw + d.fc2,
+                                act + d.x_mid + rc, n, F, C)
+        t = lap(timers, T_MLP, t)
+    # logits = lm_head x (no final norm)
+    linear_forward(rows + d.logits + <Py_ssize_t>r0 * d.V,
+                   rows + d.xs + <Py_ssize_t>d.L * R * C + rc, wt + d.lm_head, n, C, d.V)
+    lap(timers, T_HEAD_LOSS, t)
 
 
-cdef inline double gpt_loss_backward(const Dims* d, const floating* params, floating* grads,
-                                     floating* arena, const int* tokens, int n,
-                                     floating grad_scale) noexcept nogil:
-    """Sum of the n position losses; adds grad_scale * their gradient into grads.
+cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floating* rows,
+                                   floating* arena, const int* row_tgt, const int* doc_rows,
+                                   int ndocs, double batch_scale, double* doc_losses,
+                                   double* timers) noexcept nogil:
+    """Each document's mean position loss into doc_losses[j], and the gradients of
+    every activation of its rows, for the loss sum_j batch_scale * doc_loss_j.
 
-    gpt_forward(..., 0, n) must have run on the same arena. tokens holds n + 1
-    ids: position t predicts tokens[t + 1].
+    gpt_forward must have run over the same documents. Row r's target is row_tgt[r].
     """
-    cdef int C = d.C, T = d.T, F = d.F, l
+    cdef int C = d.C, F = d.F, H = d.H, T = d.T, R = d.R, V = d.V, l, j, s, nj
+    cdef int r0 = doc_rows[0], n = doc_rows[ndocs] - doc_rows[0]
     cdef floating inv_sqrt_d = <floating>(1.0 / (<double>d.D) ** 0.5)
-    cdef const floating* lw     # this layer's weights (not transposed)
-    cdef floating* lg           # this layer's gradients
+    cdef const floating* lw     # this layer's weights, as stored
     cdef floating* act
     cdef floating* x_in
-    cdef floating* dx = arena + d.d_x      # gradient of the residual stream
-    cdef floating* d_ln = arena + d.d_ln
-    cdef floating* d_att = arena + d.d_att
-    cdef floating* d_qkv = arena + d.d_qkv
-    cdef floating* d_hidden = arena + d.d_hidden
-    cdef floating* d_logits = arena + d.d_logits
-    cdef double loss
-    loss = xent_forward_backward(d_logits, arena + d.logits, tokens + 1, n, d.V, grad_scale)
+    cdef floating* d_top        # gradient of this layer's output
+    cdef floating* d_in         # gradient of this layer's input
+    cdef floating* d_ln = rows + d.d_ln + <Py_ssize_t>r0 * C
+    cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
+    cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
+    cdef double t = now() if PROFILE else 0
+    # loss_j = mean over positions of -log softmax(logits)[target]; logits become their gradient
+    for j in range(ndocs):
+        s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
+        doc_losses[j] = (1.0 / nj) * xent_forward_backward(
+            rows + d.logits + <Py_ssize_t>s * V, rows + d.logits + <Py_ssize_t>s * V,
+            row_tgt + s, nj, V, <floating>((1.0 / nj) * batch_scale))
     # logits = lm_head x
-    _zero(dx, n * C)
-    linear_backward(dx, grads + d.lm_head, d_logits, arena + d.xs + d.L * T * C,
-                    params + d.lm_head, n, C, d.V)
+    d_top = rows + d.act0 + (d.L - 1) * d.act_size + d.d_out + rc
+    _zero(d_top, <Py_ssize_t>n * C)
+    linear_backward_input(d_top, rows + d.logits + <Py_ssize_t>r0 * V, params + d.lm_head,
+                          n, C, V)
+    t = lap(timers, T_BACKWARD + T_HEAD_LOSS, t)
     for l in range(d.L - 1, -1, -1):
         lw = params + d.layer0 + l * d.layer_size
-        lg = grads + d.layer0 + l * d.layer_size
-        act = arena + d.act0 + l * d.act_size
-        x_in = arena + d.xs + l * T * C
-        # x_out = fc2 relu(fc1 ln2) + x_mid: dx flows on unchanged to x_mid
-        _zero(d_hidden, n * F)
-        linear_backward(d_hidden, lg + d.fc2, dx, act + d.hidden, lw + d.fc2, n, F, C)
-        relu_backward(d_hidden, act + d.hidden, n * F)
-        _zero(d_ln, n * C)
-        linear_backward(d_ln, lg + d.fc1, d_hidden, act + d.ln2, lw + d.fc1, n, C, F)
-        rmsnorm_backward(dx, d_ln, act + d.x_mid, act + d.ln2_scale, n, C)
-        # x_mid = Wo att_out + x_in: dx flows on unchanged to x_in
-        _zero(d_att, n * C)
-        linear_backward(d_att, lg + d.wo, dx, act + d.att_out, lw + d.wo, n, C, C)
-        _zero(d_qkv, n * 3 * C)
-        attention_backward(d_qkv, arena + d.d_row, d_att, act + d.att, act + d.qkv_out,
-                           n, T, C, d.H, d.D, inv_sqrt_d)
-        _zero(d_ln, n * C)
-        linear_backward(d_ln, lg + d.qkv, d_qkv, act + d.ln1, lw + d.qkv, n, C, 3 * C)
-        rmsnorm_backward(dx, d_ln, x_in, act + d.ln1_scale, n, C)
-    # xs[0] = rmsnorm(wte[tok] + wpe[pos])
-    _zero(d_ln, n * C)
-    rmsnorm_backward(d_ln, dx, arena + d.emb, arena + d.emb_scale, n, C)
-    embedding_backward(grads + d.wte, grads + d.wpe, d_ln, tokens, n, C)
-    return loss
+        act = rows + d.act0 + l * d.act_size
+        x_in = rows + d.xs + <Py_ssize_t>l * R * C + rc
+        d_top = act + d.d_out + rc
+        # x_out = fc2 relu(fc1 ln2) + x_mid
+        _zero(act + d.d_hidden + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
+        linear_backward_input(act + d.d_hidden + <Py_ssize_t>r0 * F, d_top, lw + d.fc2, n, F, C)
+        relu_backward(act + d.d_hidden + <Py_ssize_t>r0 * F, act + d.hidden + <Py_ssize_t>r0 * F,
+                      <Py_ssize_t>n * F)
+        _zero(d_ln, <Py_ssize_t>n * C)
+        linear_backward_input(d_ln, act + d.d_hidden + <Py_ssize_t>r0 * F, lw + d.fc1, n, C, F)
+        t = lap(timers, T_BACKWARD + T_MLP, t)
+        # d x_mid = d x_out (residual) + the path through ln2
+        _copy(act + d.d_mid + rc, d_top, <Py_ssize_t>n * C)
+        rmsnorm_backward(act + d.d_mid + rc, d_ln, act + d.x_mid + rc, act + d.ln2_scale + r0,
+                         n, C)
+        t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
+        # x_mid = Wo att_out + x_in
+        _zero(d_att, <Py_ssize_t>n * C)
+        linear_backward_input(d_att, act + d.d_mid + rc, lw + d.wo, n, C, C)
+        t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
+        _zero(act + d.d_qkv + 3 * rc, <Py_ssize_t>n * 3 * C)
+        for j in range(ndocs):
+            s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
+            attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.kt,
+                               arena + d.d_att_w, rows + d.d_att + <Py_ssize_t>s * C,
+                               act + d.att + <Py_ssize_t>s * H * T,
+                               act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                               nj, T, C, H, d.D, inv_sqrt_d)
+        t = lap(timers, T_BACKWARD + T_ATTENTION, t)
+        _zero(d_ln, <Py_ssize_t>n * C)
+        linear_backward_input(d_ln, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
+        t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
+        # d x_in = d x_mid (residual) + the path through ln1
+        if l > 0:
+            d_in = rows + d.act0 + (l - 1) * d.act_size + d.d_out + rc
+        else:
+            d_in = rows + d.d_x0 + rc
+        _copy(d_in, act + d.d_mid + rc, <Py_ssize_t>n * C)
+        rmsnorm_backward(d_in, d_ln, x_in, act + d.ln1_scale + r0, n, C)
+        t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
+    # xs[0] = rmsnorm(emb): the embedding rows' gradient, scattered into wte and wpe later
+    _zero(rows + d.d_emb + rc, <Py_ssize_t>n * C)
+    rmsnorm_backward(rows + d.d_emb + rc, rows + d.d_x0 + rc, rows + d.emb + rc,
+                     rows + d.emb_scale + r0, n, C)
+    lap(timers, T_BACKWARD + T_EMBED_NORM, t)

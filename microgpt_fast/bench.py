@@ -1,0 +1,315 @@
+"""Speed of the compiled engine against the pure-Python reference, in one table.
+
+    python -m microgpt_fast.bench                     # exact and throughput modes, every variant
+    python -m microgpt_fast.bench --breakdown         # time per op group, per variant
+    python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
+    python -m microgpt_fast.bench --big ../shared/tinyshakespeare.txt   # the n_embd 256 model
+
+Every configuration is timed in the same run: the reference on the first few
+steps, each compiled row over --steps steps after a warm-up, as the median of
+--repeats runs. The machine's peak is a large numpy float32 matrix product
+with the same thread count, measured in the same run.
+
+FLOP count (analytic, per document of n trained positions, one layer of
+width C, F = 4C, vocabulary V):
+    forward = n * 2 * (4C^2 + 2FC) per layer   (QKV, output, fc1, fc2 products)
+            + 2 * C * n(n+1) per layer         (scores and weighted values over u <= t)
+            + n * 2 * V * C                    (lm head)
+    training = 3 * forward                     (backward costs two forwards)
+Norms, softmax, the loss and Adam are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import GPTConfig, init_params
+from .data import DataError, load_dataset
+from .engine import CompiledGPT
+from .kernels import Kernel, KernelError, available_kernels, cpu_count, load_kernel
+from .peak import peak_gflops
+from .reference import ReferenceGPT
+
+
+@dataclass
+class Row:
+    engine: str          # "reference" or the compiled kernel variant
+    dtype: str
+    threads: int
+    batch: int
+    n_embd: int
+    n_layer: int
+    block_size: int
+    steps: int           # steps per timed run
+    us_per_step: float   # median over repeats
+    us_per_doc: float
+    tokens_per_s: float
+    gflops: float
+    peak_pct: float      # of the numpy float32 peak at the same thread count
+    speedup_step: float  # reference us/step (same shape, batch 1) / us/step
+    speedup_doc: float   # reference us/doc (same shape) / us/doc
+
+
+def train_flops(cfg: GPTConfig, n: int) -> float:
+    """FLOPs of forward and backward over one document of n positions (see above)."""
+    C, F, V, L = cfg.n_embd, 4 * cfg.n_embd, cfg.vocab_size, cfg.n_layer
+    forward = n * 2 * L * (4 * C * C + 2 * F * C) + L * 2 * C * n * (n + 1) + n * 2 * V * C
+    return 3.0 * forward
+
+
+def step_positions(ds, cfg: GPTConfig, batch: int, step0: int, steps: int) -> list[int]:
+    """Trained positions of each document of steps step0 .. step0 + steps - 1."""
+    lengths = np.minimum(cfg.block_size, np.diff(ds.starts))
+    ids = np.arange(step0 * batch, (step0 + steps) * batch) % len(ds.docs)
+    return lengths[ids].tolist()
+
+
+def time_reference(ds, cfg: GPTConfig, steps: int):
+    """Seconds per step and per position of the reference on steps 0..steps-1, batch 1."""
+    model = ReferenceGPT(cfg, init_params(cfg, random.Random(0)))
+    t0 = time.perf_counter()
+    for s in range(steps):
+        model.train_step([ds.doc_tokens(s)], s, steps)
+    seconds = time.perf_counter() - t0
+    positions = sum(step_positions(ds, cfg, 1, 0, steps))
+    return seconds / steps, seconds / positions
+
+
+def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, batch: int,
+                  steps: int, repeats: int, lr: float):
+    """Median seconds of `steps` steps from a fresh model, after one warm-up run.
+
+    Returns (median seconds, the model of the last run)."""
+    params = init_params(cfg, random.Random(0))
+    times = []
+    for r in range(repeats + 1):
+        model = CompiledGPT(cfg, params, dtype, threads, batch, kernel)
+        t0 = time.perf_counter()
+        model.train(ds, 0, steps, steps, learning_rate=lr)
+        if r > 0:  # run 0 warms caches, pages and the thread pool
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m microgpt_fast.bench",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="text file, one document a line (default: the bundled names.txt)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="kernel variants (default: every one this CPU runs)")
+    p.add_argument("--n-embd", type=int, nargs="+", default=[16, 64],
+                   help="widths of the throughput mode")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts of the throughput mode (default: 1 and every core)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch of the throughput mode")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the throughput mode")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip the exact mode (float64, batch 1, n_embd 16, 1 thread)")
+    p.add_argument("--steps", type=int, default=1000, help="steps per exact-mode run")
+    p.add_argument("--throughput-docs", type=int, default=4000,
+                   help="documents per throughput-mode run at n_embd 16 (fewer for wider models)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
+    p.add_argument("--reference-steps", type=int, default=3,
+                   help="steps of the pure-Python reference per width (0: skip)")
+    p.add_argument("--big", metavar="PATH", default=None,
+                   help="also time the big model (n_embd 256, n_layer 4, block 64, batch 32, "
+                        "float32) on this text, e.g. tinyshakespeare.txt")
+    p.add_argument("--big-steps", type=int, default=10, help="steps per big-model run")
+    p.add_argument("--breakdown", action="store_true",
+                   help="time per op group for each variant (profiling builds)")
+    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--csv", metavar="PATH", help="write the rows as CSV")
+    p.add_argument("--plot", metavar="PATH",
+                   help="PNG of us/doc and speedup against n_embd per variant (needs matplotlib)")
+    return p
+
+
+def print_table(rows: list[Row], out=sys.stdout) -> None:
+    head = (f"{'engine':<10} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
+            f"{'us/step':>11} {'us/doc':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'%peak':>6} "
+            f"{'x/step':>9} {'x/doc':>9}")
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        print(f"{r.engine:<10} {r.dtype:<7} {r.threads:>3} {r.batch:>5} {r.n_embd:>4} "
+              f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
+              f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
+              f"{r.speedup_step:>9.0f} {r.speedup_doc:>9.0f}", file=out)
+
+
+def plot_rows(rows: list[Row], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install -e \".[plot]\"") from None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = {}
+    for r in rows:
+        if r.engine != "reference" and r.batch > 1:
+            groups.setdefault(f"{r.engine} {r.threads}t", []).append(r)
+    for label, rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r.n_embd)
+        ax1.plot([r.n_embd for r in rs], [r.us_per_doc for r in rs], "o-", label=label)
+        ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], "o-", label=label)
+    for ax, what in ((ax1, "us per document"), (ax2, "speedup per document vs reference")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("n_embd")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("microgpt_fast: throughput mode by kernel variant and threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout) -> dict:
+    """Microseconds per step of each op group, forward and backward, per variant."""
+    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=n_embd)
+    result = {}
+    print(f"\nbreakdown: {dtype}, batch {batch}, n_embd {n_embd}, {threads} thread(s), "
+          f"{steps} steps; us per step, summed over threads", file=out)
+    for name in variants:
+        kernel = load_kernel(f"{name}_prof")
+        model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), dtype, threads, batch,
+                            kernel)
+        model.train(ds, 0, min(steps, 50), steps)
+        model._ws.reset_timers()
+        t0 = time.perf_counter()
+        model.train(ds, min(steps, 50), steps - min(steps, 50), steps)
+        wall = (time.perf_counter() - t0) / (steps - min(steps, 50)) * 1e6
+        fwd, bwd, adam = model._ws.read_timers()
+        n = steps - min(steps, 50)
+        groups = kernel.module.TIMER_GROUPS
+        result[name] = {"forward": dict(zip(groups, [t / n * 1e6 for t in fwd])),
+                        "backward": dict(zip(groups, [t / n * 1e6 for t in bwd])),
+                        "adam": adam / n * 1e6, "wall_us_per_step": wall}
+    names = list(variants)
+    print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
+    for phase in ("forward", "backward"):
+        for g in load_kernel(f"{names[0]}_prof").module.TIMER_GROUPS:
+            print(f"{phase[:3] + ' ' + g:<22}"
+                  + "".join(f"{result[v][phase][g]:>10.2f}" for v in names), file=out)
+    print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>10.2f}" for v in names),
+          file=out)
+    print(f"{'wall us/step':<22}" + "".join(f"{result[v]['wall_us_per_step']:>10.2f}"
+                                               for v in names), file=out)
+    return result
+
+
+def run(args, out=sys.stdout) -> dict:
+    ds = load_dataset(args.data, random.Random(42))
+    variants = args.variants or available_kernels()
+    for v in variants:
+        load_kernel(v)  # a clear error for an unknown or unavailable variant
+    threads = sorted(set(args.threads or [1, cpu_count()]))
+    if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1:
+        raise ValueError("threads, repeats and steps must be >= 1")
+    peaks = {t: peak_gflops(t) for t in sorted(set(threads) | {1})}
+    print("peak float32 GFLOP/s (numpy matmul): "
+          + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}" for t, p in peaks.items()),
+          file=out)
+
+    reference = {}  # n_embd -> (s/step, s/position)
+    widths = ([16] if not args.no_exact else []) + list(args.n_embd)
+    if args.reference_steps > 0:
+        for C in sorted(set(widths)):
+            cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
+            reference[C] = time_reference(ds, cfg, args.reference_steps)
+            print(f"reference n_embd {C}: {reference[C][0] * 1e3:.1f} ms/step over "
+                  f"{args.reference_steps} steps", file=out)
+
+    rows: list[Row] = []
+
+    def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds):
+        positions = step_positions(data, cfg, batch, 0, steps)
+        flops = sum(train_flops(cfg, n) for n in positions)
+        us_step = seconds / steps * 1e6
+        us_doc = us_step / batch
+        ref = reference.get(cfg.n_embd) if cfg.n_layer == 1 and cfg.block_size == 16 else None
+        ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
+        peak = peaks.get(nthreads) or peaks.setdefault(nthreads, peak_gflops(nthreads))
+        gflops = flops / seconds / 1e9
+        rows.append(Row(engine, dtype, nthreads, batch, cfg.n_embd, cfg.n_layer, cfg.block_size,
+                        steps, us_step, us_doc, len(positions) and sum(positions) / seconds,
+                        gflops, 100 * gflops / peak,
+                        ref[0] * 1e6 / us_step if ref else float("nan"),
+                        ref_doc / us_doc if ref else float("nan")))
+
+    for C, (s_step, s_pos) in reference.items():
+        cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
+        n = args.reference_steps
+        add_row("reference", cfg, "float64", 1, 1, n, s_step * n)
+    if not args.no_exact:
+        cfg = GPTConfig(vocab_size=ds.vocab_size)
+        for v in variants:
+            seconds, _ = time_compiled(ds, cfg, load_kernel(v), "float64", 1, 1, args.steps,
+                                       args.repeats, 0.01)
+            add_row(v, cfg, "float64", 1, 1, args.steps, seconds)
+    for C in args.n_embd:
+        cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
+        steps = max(5, args.throughput_docs * 16 // (C * args.batch_size))
+        for v in variants:
+            for t in threads:
+                seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
+                                               args.batch_size, steps, args.repeats, 0.01)
+                add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds)
+    if args.big:
+        big = load_dataset(args.big, random.Random(42))
+        cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)
+        for v in variants[-1:]:
+            for t in threads:
+                # lr 1e-3: with the original's 0.01 this model diverges (that is the model)
+                seconds, model = time_compiled(big, cfg, load_kernel(v), "float32", t, 32,
+                                               args.big_steps, args.repeats, 1e-3)
+                add_row(v, cfg, "float32", model.threads, 32, args.big_steps, seconds, big)
+
+    print(file=out)
+    print_table(rows, out)
+    result = {"rows": [asdict(r) for r in rows], "peak_gflops": peaks}
+    if args.breakdown:
+        result["breakdown"] = breakdown(ds, variants, args.dtype, max(threads),
+                                        args.batch_size, args.n_embd[0], 400, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+            w.writeheader()
+            for r in rows:
+                w.writerow(asdict(r))
+    if args.plot:
+        plot_rows(rows, args.plot)
+    return result
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, DataError, KernelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

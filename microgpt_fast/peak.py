@@ -1,0 +1,77 @@
+"""The machine's float32 peak, as a large numpy matrix product achieves it.
+
+    >>> from microgpt_fast.peak import peak_gflops
+    >>> peak_gflops(threads=1)      # GFLOP/s of one core
+
+numpy's BLAS runs its own threads; their count is set for the measurement
+with threadpoolctl when it is installed, else through OpenBLAS's
+openblas_set_num_threads found in the loaded libraries, and restored after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import statistics
+import time
+
+import numpy as np
+
+
+def _openblas_setters():
+    """(get, set) functions of every OpenBLAS library this process has loaded."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return found
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ("", "64_", "_64"):
+            for prefix in ("openblas", "scipy_openblas"):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    found.append((get, put))
+    return found
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """Run the body with numpy's BLAS limited to n threads, where that can be set."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+        return
+    setters = _openblas_setters()
+    saved = [get() for get, _ in setters]
+    for _, put in setters:
+        put(n)
+    try:
+        yield
+    finally:
+        for (_, put), old in zip(setters, saved):
+            put(old)
+
+
+def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of an (n, n) x (n, n) float32 product on `threads` threads."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    with blas_threads(threads):
+        a @ b  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
