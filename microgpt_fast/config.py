@@ -92,7 +92,8 @@ class TrainConfig:
             _require(isinstance(value, (int, float)) and 0 <= value < 1,
                      f"{name} must be in [0, 1), got {value!r}")
         _require_positive(self, "eps")
-        _require(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+                 f"seed must be an integer, got {self.seed!r}")
         _require(self.dtype in DTYPES,
                  f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.threads is not None:

@@ -6,7 +6,8 @@
     >>> len(ds.docs), ds.vocab_size
     (32033, 27)
 
-A text file holds one document a line. Lines are stripped, empty ones dropped,
+A text file holds one document a line (UTF-8; a leading byte-order mark is
+ignored). Lines are stripped, empty ones dropped,
 and the list is shuffled once with the caller's random stream. The vocabulary
 is the sorted set of characters; token id = index in it, and BOS = len(chars)
 marks both the start and the end of a document.
@@ -46,6 +47,7 @@ def read_docs(path: str | os.PathLike | None) -> list[str]:
     except UnicodeDecodeError as exc:
         raise DataError(f"data file is not UTF-8 text: {path} "
                         f"(invalid byte at offset {exc.start})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first line
     if not text.strip():
         raise DataError(f"data file has no documents (empty or only blank lines): {path}")
     docs = [line.strip() for line in text.strip().split("\n")]

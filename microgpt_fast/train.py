@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import DTYPES, GPTConfig, TrainConfig
@@ -130,10 +131,22 @@ def run(args, out) -> dict:
     }
 
 
+def check_writable(path: str | None) -> None:
+    """Fail before training, not after it, when the --json file cannot be written."""
+    if path in (None, "-"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"--json path is a directory: {path}")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write --json file: {path}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = sys.stderr if args.json == "-" else sys.stdout
     try:
+        check_writable(args.json)
         record = run(args, out)
         if args.json == "-":
             json.dump(record, sys.stdout)
@@ -145,6 +158,13 @@ def main(argv=None) -> int:
     except (ValueError, DataError, KernelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: not enough memory for this model and batch size", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, as other filters do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
               file=sys.stderr)

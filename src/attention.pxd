@@ -20,7 +20,8 @@ cdef inline void attention_forward(floating* out, floating* att, floating* kt,
     logit_u = (q_t . k_u) / sqrt(D) for u <= t, att = softmax(logits),
     out_t = sum_u att_u v_u, per head. kt (C, T) is scratch for K transposed.
     """
-    cdef int t, h, u, c, HT = H * T
+    # 64-bit indices: T * T * H exceeds 2**31 for block sizes past 23170
+    cdef Py_ssize_t t, h, u, c, HT = <Py_ssize_t>H * T
     cdef floating mx, total, inv_total
     cdef floating* w
     for u in range(p1):
@@ -28,7 +29,7 @@ cdef inline void attention_forward(floating* out, floating* att, floating* kt,
             kt[c * T + u] = qkv[u * 3 * C + C + c]
     # logits of head h: (rows p0..p1-1) x (keys 0..p1-1) = Q_h K_h^T
     for h in range(H):
-        gemm(att + (p0 * H + h) * T, HT, qkv + p0 * 3 * C + h * D, 3 * C, 1,
+        gemm(att + (p0 * H + h) * T, HT, qkv + <Py_ssize_t>p0 * 3 * C + h * D, 3 * C, 1,
              kt + h * D * T, T, p1 - p0, p1, D, False)
     # softmax over u <= t; every other entry of the row becomes exp(-huge) = 0
     for t in range(p0, p1):
@@ -42,7 +43,8 @@ cdef inline void attention_forward(floating* out, floating* att, floating* kt,
                 w[u] = w[u] - mx
             for u in range(t + 1, T):
                 w[u] = -1e30
-    vexp(att + p0 * HT, (p1 - p0) * HT)
+    for t in range(p0, p1):
+        vexp(att + t * HT, <int>HT)
     for t in range(p0, p1):
         for h in range(H):
             w = att + (t * H + h) * T
@@ -67,7 +69,7 @@ cdef inline void attention_backward(floating* dqkv, floating* vt, floating* dl,
     With w = softmax(l): dw = dout V^T, dl = w (dw - rowsum(w dw)) / sqrt(D),
     dq += dl K, dk += dl^T Q, dv += w^T dout. vt (C, T) and dl (T, T) are scratch.
     """
-    cdef int t, h, u, c, HT = H * T
+    cdef Py_ssize_t t, h, u, c, HT = <Py_ssize_t>H * T
     cdef floating wd_sum
     cdef const floating* w
     cdef floating* g

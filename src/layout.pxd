@@ -61,10 +61,12 @@ cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
 
 cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int block_size,
                            int vocab_size, int batch_size) noexcept nogil:
-    cdef int C = n_embd, T = block_size, V = vocab_size, F = 4 * n_embd
+    # 64-bit sizes throughout: R * H * T passes 2**31 long before memory runs out
+    cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size, F = 4 * <Py_ssize_t>n_embd
     cdef Py_ssize_t R = <Py_ssize_t>batch_size * block_size
     cdef Py_ssize_t cur = 0, layer_cur = 0
-    d.C = C; d.H = n_head; d.D = C // n_head; d.F = F; d.V = V; d.T = T; d.L = n_layer
+    d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = 4 * n_embd
+    d.V = vocab_size; d.T = block_size; d.L = n_layer
     d.R = <int>R
     d.wte = 0
     d.wpe = d.wte + V * C
@@ -105,5 +107,5 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     cur = 0
     d.kt = _take(&cur, C * T)
     d.d_att_w = _take(&cur, <Py_ssize_t>T * T)
-    d.grad_rows = _take(&cur, max(block_elems(C), block_elems(F)))
+    d.grad_rows = _take(&cur, max(block_elems(n_embd), block_elems(4 * n_embd)))
     d.arena_size = cur

@@ -23,13 +23,6 @@ from helpers import KERNELS, cli_env, run_cli
 
 MEMORY_LIMIT = 4 << 30
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="known bug: 32-bit int offsets in the compiled kernels (n_head*T*T in "
-           "layout.pxd dims_init, (h*T + t)*T in attention.pxd) overflow for "
-           "block_size >= 46341; remove this marker once fixed")
-
-
 def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
@@ -67,7 +60,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@KNOWN_BUG
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_block_size_65536_is_correct_or_refused(kernel):
     result = subprocess.run([sys.executable, "-c", SCRIPT, "65536", kernel], env=cli_env(),
@@ -76,7 +68,6 @@ def test_block_size_65536_is_correct_or_refused(kernel):
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr[-2000:])
 
 
-@KNOWN_BUG
 def test_cli_block_size_46341_does_not_crash(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "microgpt_fast.train", "--block-size", "46341", "--steps", "1",
@@ -89,8 +80,6 @@ def test_cli_block_size_46341_does_not_crash(tmp_path):
         assert len(result.stderr.splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: MemoryError from the workspace "
-                                       "allocation escapes main() as a traceback (exit 1)")
 def test_cli_out_of_memory_is_one_line_error(tmp_path):
     """A block size whose attention buffers exceed the memory limit: one clean line."""
     result = subprocess.run(
