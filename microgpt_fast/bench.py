@@ -202,7 +202,7 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
     print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
     for phase in ("forward", "backward"):
         for g in load_kernel(f"{names[0]}_prof").module.TIMER_GROUPS:
-            print(f"{phase[:3] + ' ' + g:<22}"
+            print(f"{phase[0] + 'wd ' + g:<22}"
                   + "".join(f"{result[v][phase][g]:>10.2f}" for v in names), file=out)
     print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>10.2f}" for v in names),
           file=out)

@@ -65,6 +65,14 @@ class CompiledGPT:
         if data.tokens.dtype != np.int32 or data.starts.dtype != np.int64:
             raise ValueError("dataset tokens must be int32 and starts int64")
 
+    def _check_doc_ids(self, data: Dataset, doc_ids) -> np.ndarray:
+        doc_ids = np.ascontiguousarray(doc_ids, np.int64)
+        if doc_ids.ndim != 1 or not 1 <= len(doc_ids) <= self.batch_size:
+            raise ValueError(f"need 1 to {self.batch_size} document ids")
+        if doc_ids.min() < 0 or doc_ids.max() >= len(data.docs):
+            raise ValueError("document ids out of range")
+        return doc_ids
+
     def train(self, data: Dataset, step0: int, num_steps: int, total_steps: int,
               learning_rate: float = 0.01, beta1: float = 0.85, beta2: float = 0.99,
               eps: float = 1e-8) -> np.ndarray:
@@ -85,15 +93,31 @@ class CompiledGPT:
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
         self._check_dataset(data)
-        doc_ids = np.asarray(doc_ids, np.int64)
-        if doc_ids.ndim != 1 or not 1 <= len(doc_ids) <= self.batch_size:
-            raise ValueError(f"need 1 to {self.batch_size} document ids")
-        if doc_ids.min() < 0 or doc_ids.max() >= len(data.docs):
-            raise ValueError("document ids out of range")
+        doc_ids = self._check_doc_ids(data, doc_ids)
         grad = np.empty(self.params.size, self.dtype)
         loss = self._k.loss_and_grad(self._ws, self.params, self._wt, grad, data.tokens,
                                      data.starts, doc_ids)
         return loss, grad
+
+    def evaluate(self, data: Dataset, doc_ids) -> np.ndarray:
+        """Each document's mean position loss, float64 (len(doc_ids),); no gradient."""
+        self._check_dataset(data)
+        doc_ids = self._check_doc_ids(data, doc_ids)
+        losses = np.empty(len(doc_ids), np.float64)
+        self._k.eval_loss(self._ws, self.params, self._wt, data.tokens, data.starts, doc_ids,
+                          losses)
+        return losses
+
+    def apply_adam(self, grad, step: int, total_steps: int, learning_rate: float = 0.01,
+                   beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8) -> None:
+        """One Adam update of every parameter from grad (P,), as step `step` of
+        total_steps (the learning rate decays linearly)."""
+        grad = np.ascontiguousarray(grad, self.dtype)
+        if grad.shape != self.params.shape:
+            raise ValueError(f"grad must have shape {self.params.shape}, got {grad.shape}")
+        self._k.adam_step(self._ws, self.params, self._wt, self.m, self.v, grad, step,
+                          total_steps, float(learning_rate), float(beta1), float(beta2),
+                          float(eps))
 
     def set_params(self, params) -> None:
         """Replace the weights (keeps Adam's moments)."""

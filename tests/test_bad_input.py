@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -221,3 +223,20 @@ def test_engines_reject_bad_arguments(names_ds, unicode_ds):
         model.set_params(np.zeros(3))
     with pytest.raises(ValueError, match="temperature"):
         model.sample(random.Random(0), names_ds.bos, 0.0)
+
+
+def test_boolean_seed_is_rejected():
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(seed=True).validate()
+
+
+def test_output_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`... | head -1`: the reader goes away; no traceback, no error line."""
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt_fast.train", "--steps", "200"],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert stderr == ""

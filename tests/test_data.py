@@ -83,3 +83,9 @@ def test_shuffle_uses_the_rng(unicode_path):
     random.Random(1).shuffle(expected)
     assert a.docs == expected
 
+
+
+def test_a_byte_order_mark_is_not_a_character(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffanna\nbob\n".encode("utf-8"))
+    assert read_docs(path) == ["anna", "bob"]

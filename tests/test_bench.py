@@ -1,0 +1,41 @@
+"""The benchmark command runs, prints its table, and writes JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+from helpers import cli_env
+
+QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
+         "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
+
+
+def run_bench(args, cwd):
+    return subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *args], cwd=cwd,
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_bench_table_json_csv_and_breakdown(tmp_path):
+    result = run_bench(QUICK + ["--json", "b.json", "--csv", "b.csv", "--breakdown"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "us/step" in out and "GFLOP/s" in out and "x/doc" in out
+    assert "breakdown:" in out and "fwd attention" in out and "adam (+transpose)" in out
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    engines = [(r["engine"], r["dtype"], r["batch"]) for r in rows]
+    assert ("reference", "float64", 1) in engines
+    assert ("generic", "float64", 1) in engines       # exact mode
+    assert ("generic", "float32", 16) in engines      # throughput mode
+    exact = next(r for r in rows if r["engine"] == "generic" and r["batch"] == 1)
+    assert exact["us_per_step"] > 0 and exact["speedup_doc"] > 1 and exact["gflops"] > 0
+    with open(tmp_path / "b.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+
+
+def test_bench_unknown_variant_is_one_line_error(tmp_path):
+    result = run_bench(["--variants", "nope"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "unknown kernel" in result.stderr

@@ -1,0 +1,78 @@
+"""Kernel variants, their profiling builds, and the floating-point mode."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from microgpt_fast import kernels
+from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.engine import CompiledGPT
+from microgpt_fast.kernels import KernelError, load_kernel
+
+from helpers import KERNELS
+
+
+def test_the_portable_variants_are_always_built():
+    assert {"novec", "generic"} <= set(KERNELS)
+
+
+def test_best_variant_is_the_default(monkeypatch):
+    monkeypatch.delenv("MICROGPT_FAST_KERNEL", raising=False)
+    assert load_kernel().name == KERNELS[-1]
+
+
+def test_environment_picks_a_variant(monkeypatch):
+    monkeypatch.setenv("MICROGPT_FAST_KERNEL", "novec")
+    assert load_kernel().name == "novec"
+    assert load_kernel("generic").name == "generic"  # an explicit name wins
+
+
+def test_a_variant_the_cpu_lacks_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: set())
+    with pytest.raises(KernelError, match="not available on this machine"):
+        load_kernel("avx2")
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(KernelError, match="unknown kernel"):
+        load_kernel("sse9")
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_profiling_build_times_and_matches(name, names_ds):
+    """The _prof build computes the same bits, and its timers run; the plain one's do not."""
+    cfg = GPTConfig(vocab_size=27)
+    params = init_params(cfg, random.Random(0))
+    plain = CompiledGPT(cfg, params, "float32", 1, 4, name)
+    prof = CompiledGPT(cfg, params, "float32", 1, 4, f"{name}_prof")
+    assert prof.kernel.module.profiling_enabled() and not plain.kernel.module.profiling_enabled()
+    a = plain.train(names_ds, 0, 20, 20)
+    b = prof.train(names_ds, 0, 20, 20)
+    assert np.array_equal(a, b) and np.array_equal(plain.params, prof.params)
+    fwd, bwd, adam = prof._ws.read_timers()
+    assert min(fwd) > 0 and min(bwd) > 0 and adam > 0
+    fwd, bwd, adam = plain._ws.read_timers()
+    assert max(fwd) == max(bwd) == adam == 0
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_leaves_the_callers_float_mode(dtype, names_ds):
+    """Training flushes subnormals inside its threads only: Python's own float
+    arithmetic afterwards still produces and reads subnormal numbers."""
+    cfg = GPTConfig(vocab_size=27)
+    model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), dtype, 1, 1)
+    model.train(names_ds, 0, 5, 5)
+    tiny = 5e-324
+    assert tiny * 1.0 == tiny and tiny > 0
+    assert np.float32(1e-45) * np.float32(1) > 0
+
+
+def test_flush_to_zero_keeps_long_float64_runs_finite(names_ds):
+    """Past the subnormal range of Adam's moments: a long run stays finite."""
+    cfg = GPTConfig(vocab_size=27)
+    model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), "float32", 1, 1)
+    losses = model.train(names_ds, 0, 3000, 3000)
+    assert np.isfinite(losses).all() and losses[-500:].mean() < 2.8
