@@ -237,11 +237,17 @@ cdef void _check_data(Workspace ws, const int[::1] tokens, const long long[::1] 
 
 cdef inline void _transpose_rows(floating* wt, const floating* w, int nout, int nin, int o0,
                                  int o1) noexcept nogil:
-    """Rows o0..o1-1 of w (nout, nin) into columns o0..o1-1 of wt (nin, nout)."""
-    cdef int o, i
-    for o in range(o0, o1):
-        for i in range(nin):
-            wt[i * nout + o] = w[o * nin + i]
+    """Rows o0..o1-1 of w (nout, nin) into columns o0..o1-1 of wt (nin, nout).
+
+    The writes run along wt's rows; the strided reads stay within the block's
+    rows of w, which stay in cache across consecutive i.
+    """
+    cdef Py_ssize_t o, i
+    cdef floating* wt_i
+    for i in range(nin):
+        wt_i = wt + i * nout
+        for o in range(o0, o1):
+            wt_i[o] = w[o * nin + i]
 
 
 def transpose_weights(Workspace ws, const floating[::1] params, floating[::1] wt):
