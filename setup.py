@@ -6,6 +6,7 @@ flags, so that the effect of vectorization can be measured:
     novec    -O2 without the loop or SLP vectorizers
     generic  -O3 for the baseline instruction set of the target
     avx2     -O3 -mavx2 -mfma (x86-64 only)
+    avx512   -O3 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma (x86-64 only)
 
 and each again as "<variant>_prof" with the op-group timers compiled in
 (python -m microgpt_fast.bench --breakdown reads them).
@@ -46,6 +47,8 @@ VARIANTS = {
 }
 if X86_64:
     VARIANTS["avx2"] = ["-O3", "-mavx2", "-mfma"]
+    VARIANTS["avx512"] = ["-O3", "-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw",
+                          "-mavx2", "-mfma"]
 
 DIRECTIVES = {
     "language_level": 3,

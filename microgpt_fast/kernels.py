@@ -6,7 +6,7 @@
 
 The same Cython source is built several times with different compiler flags
 (see setup.py). At import the best variant this CPU runs is chosen;
-MICROGPT_FAST_KERNEL=novec|generic|avx2 (or --kernel) picks one by name.
+MICROGPT_FAST_KERNEL=novec|generic|avx2|avx512 (or --kernel) picks one by name.
 Each variant also has a profiling build, "<variant>_prof", with op-group
 timers compiled in (bench --breakdown).
 """
@@ -18,8 +18,11 @@ import os
 from dataclasses import dataclass
 from types import ModuleType
 
-VARIANTS = ("novec", "generic", "avx2")  # from least to most vectorized
-_REQUIRED_CPU_FLAGS = {"avx2": ("avx2", "fma")}
+VARIANTS = ("novec", "generic", "avx2", "avx512")  # from least to most vectorized
+_REQUIRED_CPU_FLAGS = {
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw"),
+}
 
 
 class KernelError(ValueError):

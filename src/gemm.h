@@ -7,120 +7,209 @@
  * (the weight gradient dW = dout^T x). B and out are row-major with row
  * strides ldb and ldc.
  *
- * Every output element has one accumulator that sums k = 0, 1, ..., K-1 in
- * order, whatever the tiling: the result does not depend on M, on the tile
- * shapes or on the instruction set, beyond the fused multiply-add of the
- * AVX2 build. With AVX2 a tile of up to 4 rows by 2 vectors stays in
- * registers across the whole k loop (rows 7 = 4 + 3); elsewhere a plain loop
- * that the compiler vectorizes as far as its flags allow.
+ * Each output element has one accumulator per block of KC depths that sums
+ * k in order; blocks are added to the output in order. The result depends on
+ * M, N, K alone, never on the tiling of rows or columns or on the thread that
+ * computes it. With K <= KC (every product of the default model) each output
+ * is the plain sum over k = 0, 1, ..., K-1, the original's order.
+ *
+ * With AVX2 (or AVX-512) a tile of up to 4 rows by 2 vectors stays in
+ * registers across its k loop (rows 7 = 4 + 3). Columns are the outer loop,
+ * so one panel of B (KC rows by 2 vectors) stays in L1 while every row of A
+ * passes over it; a strided A is first packed, KC depths of MP rows at a time,
+ * into a contiguous buffer on the stack. Elsewhere a plain loop that the
+ * compiler vectorizes as far as its flags allow.
  */
 #ifndef MICROGPT_FAST_GEMM_H
 #define MICROGPT_FAST_GEMM_H
 
 #include <stddef.h>
 
+#define MG_KC 256  /* depths per block */
+#define MG_MP 32   /* rows of A packed at a time */
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-/* Lane masks for the last 1..7 float (or 1..3 double) columns. */
-static inline __m256i mg_tail_mask32(int n) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
+/* One vector type per element type, with a mask for the last partial vector. */
+#if defined(__AVX512F__)
+typedef __m512 mg_vf32;
+typedef __m512d mg_vf64;
+typedef __mmask16 mg_mask_f32;
+typedef __mmask8 mg_mask_f64;
+#define MG_LANES_f32 16
+#define MG_LANES_f64 8
+static inline mg_mask_f32 mg_mask_f32_n(int n) { return (mg_mask_f32)((1u << n) - 1u); }
+static inline mg_mask_f64 mg_mask_f64_n(int n) { return (mg_mask_f64)((1u << n) - 1u); }
+#define mg_load_f32 _mm512_loadu_ps
+#define mg_load_f64 _mm512_loadu_pd
+#define mg_mload_f32(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define mg_mload_f64(p, m) _mm512_maskz_loadu_pd((m), (p))
+#define mg_store_f32 _mm512_storeu_ps
+#define mg_store_f64 _mm512_storeu_pd
+#define mg_mstore_f32(p, m, x) _mm512_mask_storeu_ps((p), (m), (x))
+#define mg_mstore_f64(p, m, x) _mm512_mask_storeu_pd((p), (m), (x))
+#define mg_set1_f32 _mm512_set1_ps
+#define mg_set1_f64 _mm512_set1_pd
+#define mg_fma_f32 _mm512_fmadd_ps
+#define mg_fma_f64 _mm512_fmadd_pd
+#define mg_add_f32 _mm512_add_ps
+#define mg_add_f64 _mm512_add_pd
+#define mg_zero_f32 _mm512_setzero_ps
+#define mg_zero_f64 _mm512_setzero_pd
+#else
+typedef __m256 mg_vf32;
+typedef __m256d mg_vf64;
+typedef __m256i mg_mask_f32;
+typedef __m256i mg_mask_f64;
+#define MG_LANES_f32 8
+#define MG_LANES_f64 4
+static inline mg_mask_f32 mg_mask_f32_n(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-static inline __m256i mg_tail_mask64(int n) {
-    const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lanes);
+static inline mg_mask_f64 mg_mask_f64_n(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
 }
+#define mg_load_f32 _mm256_loadu_ps
+#define mg_load_f64 _mm256_loadu_pd
+#define mg_mload_f32(p, m) _mm256_maskload_ps((p), (m))
+#define mg_mload_f64(p, m) _mm256_maskload_pd((p), (m))
+#define mg_store_f32 _mm256_storeu_ps
+#define mg_store_f64 _mm256_storeu_pd
+#define mg_mstore_f32(p, m, x) _mm256_maskstore_ps((p), (m), (x))
+#define mg_mstore_f64(p, m, x) _mm256_maskstore_pd((p), (m), (x))
+#define mg_set1_f32 _mm256_set1_ps
+#define mg_set1_f64 _mm256_set1_pd
+#define mg_fma_f32 _mm256_fmadd_ps
+#define mg_fma_f64 _mm256_fmadd_pd
+#define mg_add_f32 _mm256_add_ps
+#define mg_add_f64 _mm256_add_pd
+#define mg_zero_f32 _mm256_setzero_ps
+#define mg_zero_f64 _mm256_setzero_pd
+#endif
 
-/* One tile: MR rows (a compile-time constant after inlining) by NV vectors
- * (1 or 2) of which the last may be partial (mask). */
-#define MG_DEFINE_TILE(T, SFX, VT, LANES, LOAD, MLOAD, STORE, MSTORE, SET1, FMA, ADD, ZERO)   \
+#define MG_DEFINE_GEMM(T, S)                                                               \
+/* One tile: MR rows (a constant after inlining) by NV vectors (1 or 2), the last     */   \
+/* of them partial when masked.                                                        */   \
 static inline __attribute__((always_inline)) void                                          \
-mg_tile_##SFX(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,             \
-              const T* b, ptrdiff_t ldb, int K, const int MR, const int NV,                \
-              const int masked, __m256i mask, int accumulate) {                           \
-    VT acc[4][2];                                                                          \
-    for (int r = 0; r < MR; r++) { acc[r][0] = ZERO(); acc[r][1] = ZERO(); }               \
+mg_tile_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,               \
+            const T* b, ptrdiff_t ldb, int K, const int MR, const int NV,                  \
+            const int masked, mg_mask_##S mask, int accumulate) {                         \
+    const int L = MG_LANES_##S;                                                            \
+    mg_v##S acc[4][2];                                                                     \
+    for (int r = 0; r < MR; r++) { acc[r][0] = mg_zero_##S(); acc[r][1] = mg_zero_##S(); } \
     for (int k = 0; k < K; k++) {                                                          \
         const T* bk = b + k * ldb;                                                         \
-        VT b0, b1 = ZERO();                                                                \
+        mg_v##S b0, b1 = mg_zero_##S();                                                    \
         if (NV == 2) {                                                                     \
-            b0 = LOAD(bk);                                                                 \
-            b1 = masked ? MLOAD(bk + LANES, mask) : LOAD(bk + LANES);                      \
+            b0 = mg_load_##S(bk);                                                          \
+            b1 = masked ? mg_mload_##S(bk + L, mask) : mg_load_##S(bk + L);                \
         } else {                                                                           \
-            b0 = masked ? MLOAD(bk, mask) : LOAD(bk);                                      \
+            b0 = masked ? mg_mload_##S(bk, mask) : mg_load_##S(bk);                        \
         }                                                                                  \
         for (int r = 0; r < MR; r++) {                                                     \
-            VT ar = SET1(a[r * sam + k * sak]);                                            \
-            acc[r][0] = FMA(ar, b0, acc[r][0]);                                            \
-            if (NV == 2) acc[r][1] = FMA(ar, b1, acc[r][1]);                               \
+            mg_v##S ar = mg_set1_##S(a[r * sam + k * sak]);                                \
+            acc[r][0] = mg_fma_##S(ar, b0, acc[r][0]);                                     \
+            if (NV == 2) acc[r][1] = mg_fma_##S(ar, b1, acc[r][1]);                        \
         }                                                                                  \
     }                                                                                      \
     for (int r = 0; r < MR; r++) {                                                         \
         T* o = out + r * ldc;                                                              \
         for (int v = 0; v < NV; v++) {                                                     \
-            VT x = acc[r][v];                                                              \
+            mg_v##S x = acc[r][v];                                                         \
             int last = v == NV - 1 && masked;                                              \
-            if (accumulate) x = ADD(last ? MLOAD(o + v * LANES, mask) : LOAD(o + v * LANES), x); \
-            if (last) MSTORE(o + v * LANES, mask, x); else STORE(o + v * LANES, x);        \
+            if (accumulate)                                                                \
+                x = mg_add_##S(last ? mg_mload_##S(o + v * L, mask) : mg_load_##S(o + v * L), x); \
+            if (last) mg_mstore_##S(o + v * L, mask, x); else mg_store_##S(o + v * L, x);  \
         }                                                                                  \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
+/* Rows 0..M-1 of one column panel (1 or 2 vectors wide), tiles of 4 rows. */              \
 static inline __attribute__((always_inline)) void                                          \
-mg_rows_##SFX(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,             \
-              const T* b, ptrdiff_t ldb, int N, int K, const int MR, int accumulate) {     \
-    int n = 0;                                                                             \
-    for (; n + 2 * LANES <= N; n += 2 * LANES)                                             \
-        mg_tile_##SFX(out + n, ldc, a, sam, sak, b + n, ldb, K, MR, 2, 0, mask_none_##SFX(), accumulate); \
-    int rest = N - n;                                                                      \
-    if (rest > LANES)                                                                      \
-        mg_tile_##SFX(out + n, ldc, a, sam, sak, b + n, ldb, K, MR, 2, rest != 2 * LANES,  \
-                      mask_##SFX(rest - LANES), accumulate);                               \
-    else if (rest > 0)                                                                     \
-        mg_tile_##SFX(out + n, ldc, a, sam, sak, b + n, ldb, K, MR, 1, rest != LANES,      \
-                      mask_##SFX(rest), accumulate);                                       \
-}                                                                                          \
-                                                                                           \
-static inline void mg_gemm_##SFX(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,         \
-                                 ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,   \
-                                 int K, int accumulate) {                                  \
+mg_panel_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,              \
+             const T* b, ptrdiff_t ldb, int M, int K, const int NV, const int masked,      \
+             mg_mask_##S mask, int accumulate) {                                           \
     int m = 0;                                                                             \
     for (; m + 4 <= M; m += 4)                                                             \
-        mg_rows_##SFX(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, N, K, 4, accumulate); \
+        mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 4, NV, masked,   \
+                    mask, accumulate);                                                     \
     switch (M - m) {                                                                       \
-    case 3: mg_rows_##SFX(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, N, K, 3, accumulate); break; \
-    case 2: mg_rows_##SFX(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, N, K, 2, accumulate); break; \
-    case 1: mg_rows_##SFX(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, N, K, 1, accumulate); break; \
+    case 3: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 3, NV,       \
+                        masked, mask, accumulate); break;                                  \
+    case 2: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 2, NV,       \
+                        masked, mask, accumulate); break;                                  \
+    case 1: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 1, NV,       \
+                        masked, mask, accumulate); break;                                  \
+    }                                                                                      \
+}                                                                                          \
+                                                                                           \
+/* One block of depths: columns outer, so each B panel serves every row. */                \
+static inline void mg_block_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,          \
+                                ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,    \
+                                int K, int accumulate) {                                   \
+    const int L = MG_LANES_##S;                                                            \
+    int n = 0;                                                                             \
+    for (; n + 2 * L <= N; n += 2 * L)                                                     \
+        mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 2, 0, mg_mask_##S##_n(0), \
+                     accumulate);                                                          \
+    int rest = N - n;                                                                      \
+    if (rest > L)                                                                          \
+        mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 2, 1,                    \
+                     mg_mask_##S##_n(rest - L), accumulate);                               \
+    else if (rest == L)                                                                    \
+        mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 1, 0, mg_mask_##S##_n(0), \
+                     accumulate);                                                          \
+    else if (rest > 0)                                                                     \
+        mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 1, 1,                    \
+                     mg_mask_##S##_n(rest), accumulate);                                   \
+}                                                                                          \
+                                                                                           \
+/* A strided A (the transposed operand of a weight gradient): copy MP rows by     */   \
+/* kc depths at a time into contiguous rows, then multiply.                        */   \
+static __attribute__((noinline)) void                                                      \
+mg_packed_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,             \
+              const T* b, ptrdiff_t ldb, int M, int N, int kc, int acc) {                  \
+    T packed[MG_MP * MG_KC];                                                               \
+    for (int m0 = 0; m0 < M; m0 += MG_MP) {                                                \
+        int mp = M - m0 < MG_MP ? M - m0 : MG_MP;                                          \
+        for (int r = 0; r < mp; r++)                                                       \
+            for (int k = 0; k < kc; k++)                                                   \
+                packed[r * kc + k] = a[(m0 + r) * sam + k * sak];                          \
+        mg_block_##S(out + m0 * ldc, ldc, packed, kc, 1, b, ldb, mp, N, kc, acc);          \
+    }                                                                                      \
+}                                                                                          \
+                                                                                           \
+static inline void mg_gemm_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,           \
+                               ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,     \
+                               int K, int accumulate) {                                    \
+    for (int k0 = 0; k0 < K || (k0 == 0 && !accumulate); k0 += MG_KC) {                   \
+        int kc = K - k0 < MG_KC ? K - k0 : MG_KC;                                          \
+        int acc = accumulate || k0 > 0;                                                    \
+        /* packing pays once A is read by many column panels over many depths */           \
+        if (sak != 1 && kc >= 32 && N > 2 * MG_LANES_##S)                                  \
+            mg_packed_##S(out, ldc, a + k0 * sak, sam, sak, b + k0 * ldb, ldb, M, N, kc, acc); \
+        else                                                                               \
+            mg_block_##S(out, ldc, a + k0 * sak, sam, sak, b + k0 * ldb, ldb, M, N, kc, acc); \
     }                                                                                      \
 }
 
-static inline __m256i mask_none_f32(void) { return _mm256_setzero_si256(); }
-static inline __m256i mask_none_f64(void) { return _mm256_setzero_si256(); }
-static inline __m256i mask_f32(int n) { return mg_tail_mask32(n); }
-static inline __m256i mask_f64(int n) { return mg_tail_mask64(n); }
-
-MG_DEFINE_TILE(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_storeu_ps,
-               _mm256_maskstore_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
-               _mm256_setzero_ps)
-MG_DEFINE_TILE(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_maskload_pd, _mm256_storeu_pd,
-               _mm256_maskstore_pd, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
-               _mm256_setzero_pd)
+MG_DEFINE_GEMM(float, f32)
+MG_DEFINE_GEMM(double, f64)
 
 #else  /* portable: one row at a time, an axpy over the columns per k */
 
-#define MG_DEFINE_PORTABLE(T, SFX)                                                         \
-static inline void mg_gemm_##SFX(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,         \
-                                 ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,   \
-                                 int K, int accumulate) {                                  \
+#define MG_DEFINE_PORTABLE(T, S)                                                           \
+static inline void mg_gemm_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,           \
+                               ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,     \
+                               int K, int accumulate) {                                    \
+    T buf[256];                                                                            \
     for (int m = 0; m < M; m++) {                                                          \
         T* o = out + m * ldc;                                                              \
-        T* acc = o;                                                                        \
-        T buf[256];                                                                        \
-        /* accumulate: sum into a scratch row first, so out += (sum over k) */             \
         for (int n0 = 0; n0 < N; n0 += 256) {                                              \
             int nn = N - n0 < 256 ? N - n0 : 256;                                          \
-            acc = accumulate ? buf : o + n0;                                               \
+            /* accumulate: sum into a scratch row first, so out += (sum over k) */         \
+            T* acc = accumulate ? buf : o + n0;                                            \
             for (int j = 0; j < nn; j++) acc[j] = 0;                                       \
             for (int k = 0; k < K; k++) {                                                  \
                 T ak = a[m * sam + k * sak];                                               \

@@ -1,0 +1,2 @@
+# Kernel variant "avx512": see setup.py for its flags.
+include "engine.pxi"
