@@ -97,7 +97,7 @@ BAD_ARGS = {
     "temperature-negative": (["--temperature", "-1"], "temperature"),
     "dtype-float16": (["--dtype", "float16"], "--dtype"),
     "engine-unknown": (["--engine", "jax"], "--engine"),
-    "kernel-unknown": (["--kernel", "avx512"], "--kernel"),
+    "kernel-unknown": (["--kernel", "sse9"], "--kernel"),
     "n-layer-0": (["--n-layer", "0"], "n_layer"),
     "num-samples-negative": (["--num-samples", "-1"], "num_samples"),
     "log-every-0": (["--log-every", "0"], "log-every"),
@@ -187,9 +187,9 @@ def test_trainer_unknown_engine():
 
 def test_trainer_unknown_kernel():
     with pytest.raises(KernelError):
-        Trainer(GPTConfig(), TrainConfig(steps=1), kernel="avx512")
+        Trainer(GPTConfig(), TrainConfig(steps=1), kernel="sse9")
     with pytest.raises(ValueError):  # KernelError is a ValueError
-        load_kernel("avx512")
+        load_kernel("sse9")
 
 
 def test_trainer_sample_bad_temperature():

@@ -13,12 +13,14 @@ import pytest
 
 from microgpt_fast.kernels import cpu_count
 
+from microgpt_fast.kernels import VARIANTS
+
 from helpers import DATA_DIR, KERNELS, cli_env, run_cli
 
 HEADER = ["num docs: 32033", "vocab size: 27", "num params: 4192"]
 SUMMARY = re.compile(
     r"^trained (\d+) steps in \d+\.\d{3} s \(\d+\.\d us/step, \d+\.\d\d M tokens/s; "
-    r"(compiled/(novec|generic|avx2)|reference), (float64|float32), (\d+) threads?\)$")
+    r"(compiled/(" + "|".join(VARIANTS) + r")|reference), (float64|float32), (\d+) threads?\)$")
 
 
 def step_lines(text: str) -> list[str]:
