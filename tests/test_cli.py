@@ -11,9 +11,8 @@ import re
 
 import pytest
 
-from microgpt_fast.kernels import cpu_count
+from microgpt_fast.kernels import VARIANTS, cpu_count
 
-from microgpt_fast.kernels import VARIANTS
 
 from helpers import DATA_DIR, KERNELS, cli_env, run_cli
 
