@@ -13,7 +13,6 @@ import pytest
 
 from microgpt_fast.kernels import VARIANTS, cpu_count
 
-
 from helpers import DATA_DIR, KERNELS, cli_env, run_cli
 
 HEADER = ["num docs: 32033", "vocab size: 27", "num params: 4192"]
