@@ -13,8 +13,9 @@
  * computes it. With K <= KC (every product of the default model) each output
  * is the plain sum over k = 0, 1, ..., K-1, the original's order.
  *
- * With AVX2 (or AVX-512) a tile of up to 4 rows by 2 vectors stays in
- * registers across its k loop (rows 7 = 4 + 3). Columns are the outer loop,
+ * With AVX2 (AVX-512) a tile of up to 6 (8) rows by 2 vectors stays in
+ * registers across its k loop; the last rows take at most two tiles
+ * (7 = 4 + 3 on AVX2). Columns are the outer loop,
  * so one panel of B (KC rows by 2 vectors) stays in L1 while every row of A
  * passes over it; a strided A is first packed, KC depths of MP rows at a time,
  * into a contiguous buffer on the stack. Elsewhere a plain loop that the
@@ -33,6 +34,8 @@
 
 /* One vector type per element type, with a mask for the last partial vector. */
 #if defined(__AVX512F__)
+/* 8 rows x 2 vectors: 16 accumulators of the 32 registers */
+#define MG_MR 8
 typedef __m512 mg_vf32;
 typedef __m512d mg_vf64;
 typedef __mmask16 mg_mask_f32;
@@ -58,6 +61,8 @@ static inline mg_mask_f64 mg_mask_f64_n(int n) { return (mg_mask_f64)((1u << n) 
 #define mg_zero_f32 _mm512_setzero_ps
 #define mg_zero_f64 _mm512_setzero_pd
 #else
+/* 6 rows x 2 vectors: 12 accumulators of the 16 registers */
+#define MG_MR 6
 typedef __m256 mg_vf32;
 typedef __m256d mg_vf64;
 typedef __m256i mg_mask_f32;
@@ -96,7 +101,7 @@ mg_tile_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,    
             const T* b, ptrdiff_t ldb, int K, const int MR, const int NV,                  \
             const int masked, mg_mask_##S mask, int accumulate) {                         \
     const int L = MG_LANES_##S;                                                            \
-    mg_v##S acc[4][2];                                                                     \
+    mg_v##S acc[MG_MR][2];                                                                 \
     for (int r = 0; r < MR; r++) { acc[r][0] = mg_zero_##S(); acc[r][1] = mg_zero_##S(); } \
     for (int k = 0; k < K; k++) {                                                          \
         const T* bk = b + k * ldb;                                                         \
@@ -125,22 +130,28 @@ mg_tile_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,    
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-/* Rows 0..M-1 of one column panel (1 or 2 vectors wide), tiles of 4 rows. */              \
+/* Rows 0..M-1 of one column panel (1 or 2 vectors wide), tiles of MR rows. */            \
 static inline __attribute__((always_inline)) void                                          \
 mg_panel_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,              \
              const T* b, ptrdiff_t ldb, int M, int K, const int NV, const int masked,      \
              mg_mask_##S mask, int accumulate) {                                           \
     int m = 0;                                                                             \
-    for (; m + 4 <= M; m += 4)                                                             \
-        mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 4, NV, masked,   \
-                    mask, accumulate);                                                     \
-    switch (M - m) {                                                                       \
-    case 3: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 3, NV,       \
-                        masked, mask, accumulate); break;                                  \
-    case 2: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 2, NV,       \
-                        masked, mask, accumulate); break;                                  \
-    case 1: mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, 1, NV,       \
-                        masked, mask, accumulate); break;                                  \
+    for (; m + MG_MR <= M; m += MG_MR)                                                     \
+        mg_tile_##S(out + m * ldc, ldc, a + m * sam, sam, sak, b, ldb, K, MG_MR, NV,       \
+                    masked, mask, accumulate);                                             \
+    /* the last rows in at most two tiles: 7 = 4 + 3, not 4 + 1 + 1 + 1 */                 \
+    int rest = M - m;                                                                      \
+    T* o = out + m * ldc;                                                                  \
+    const T* am = a + m * sam;                                                             \
+    if (rest > 4) {                                                                        \
+        mg_tile_##S(o, ldc, am, sam, sak, b, ldb, K, 4, NV, masked, mask, accumulate);     \
+        o += 4 * ldc; am += 4 * sam; rest -= 4;                                            \
+    }                                                                                      \
+    switch (rest) {                                                                        \
+    case 4: mg_tile_##S(o, ldc, am, sam, sak, b, ldb, K, 4, NV, masked, mask, accumulate); break; \
+    case 3: mg_tile_##S(o, ldc, am, sam, sak, b, ldb, K, 3, NV, masked, mask, accumulate); break; \
+    case 2: mg_tile_##S(o, ldc, am, sam, sak, b, ldb, K, 2, NV, masked, mask, accumulate); break; \
+    case 1: mg_tile_##S(o, ldc, am, sam, sak, b, ldb, K, 1, NV, masked, mask, accumulate); break; \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
