@@ -1,25 +1,47 @@
 # rmsnorm(x) = x * (mean(x^2) + 1e-5) ** -0.5, no learnable gain.
+#
+# A row's sum over c is one chain of dependent additions, so rows are taken 8
+# at a time with one accumulator each: the 8 chains overlap in the pipeline,
+# and every row still sums c = 0, 1, ... in order, as the original does.
 
 from cython cimport floating
 from libc.math cimport sqrt
 
 
+cdef inline void _row_dots(floating* dots, const floating* x, const floating* y, int nr,
+                           int C) noexcept nogil:
+    """dots[r] = sum_c x[r, c] * y[r, c] for rows r < nr (at most 8), c in order."""
+    cdef int r, c
+    cdef floating acc[8]
+    for r in range(8):
+        acc[r] = 0
+    if nr == 8:
+        for c in range(C):
+            for r in range(8):
+                acc[r] += x[r * C + c] * y[r * C + c]
+    else:
+        for c in range(C):
+            for r in range(nr):
+                acc[r] += x[r * C + c] * y[r * C + c]
+    for r in range(nr):
+        dots[r] = acc[r]
+
+
 cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating* x,
                                  int T, int C) noexcept nogil:
     """out (T, C) = x * scale, scale (T,) = (mean of x^2 + 1e-5) ** -0.5."""
-    cdef int t, c
-    cdef floating ss, s
-    cdef const floating* x_t
-    for t in range(T):
-        x_t = x + t * C
-        ss = 0
-        for c in range(C):
-            ss += x_t[c] * x_t[c]
-        # the original divides by len(x) as a multiply by len(x) ** -1
-        s = 1 / sqrt(ss * (<floating>1.0 / C) + <floating>1e-5)
-        scale[t] = s
-        for c in range(C):
-            out[t * C + c] = x_t[c] * s
+    cdef int t0, t, c, nr
+    cdef floating s
+    cdef floating ss[8]
+    for t0 in range(0, T, 8):
+        nr = min(8, T - t0)
+        _row_dots(ss, x + t0 * C, x + t0 * C, nr, C)
+        for t in range(t0, t0 + nr):
+            # the original divides by len(x) as a multiply by len(x) ** -1
+            s = 1 / sqrt(ss[t - t0] * (<floating>1.0 / C) + <floating>1e-5)
+            scale[t] = s
+            for c in range(C):
+                out[t * C + c] = x[t * C + c] * s
 
 
 cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floating* x,
@@ -28,17 +50,14 @@ cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floa
 
     dx_c += s * dout_c - (s^3 / C) * x_c * sum_j dout_j x_j
     """
-    cdef int t, c
-    cdef floating s, dot, k
-    cdef const floating* x_t
-    cdef const floating* g_t
-    for t in range(T):
-        x_t = x + t * C
-        g_t = dout + t * C
-        s = scale[t]
-        dot = 0
-        for c in range(C):
-            dot += g_t[c] * x_t[c]
-        k = s * s * s * dot / C
-        for c in range(C):
-            dx[t * C + c] += s * g_t[c] - k * x_t[c]
+    cdef int t0, t, c, nr
+    cdef floating s, k
+    cdef floating dots[8]
+    for t0 in range(0, T, 8):
+        nr = min(8, T - t0)
+        _row_dots(dots, dout + t0 * C, x + t0 * C, nr, C)
+        for t in range(t0, t0 + nr):
+            s = scale[t]
+            k = s * s * s * dots[t - t0] / C
+            for c in range(C):
+                dx[t * C + c] += s * dout[t * C + c] - k * x[t * C + c]
