@@ -15,7 +15,8 @@ Environment:
     MICROGPT_FAST_NO_OPENMP=1   build without OpenMP (serial)
     MICROGPT_FAST_DEBUG=1       bounds checks on, -O0 -g
     MICROGPT_FAST_VEC_REPORT=1  save gcc's vectorization report of each variant
-                                as build/vec-report-<variant>.txt
+                                as build/vec-report-<variant>.txt, its lines
+                                pointing into the .pxd kernels
 """
 
 import os
@@ -127,6 +128,9 @@ setup(
         [extension(v, f, p) for v, f in VARIANTS.items() for p in (False, True)],
         include_path=["src"],
         compiler_directives=DIRECTIVES,
+        # with #line directives gcc's vectorization report names .pxd lines
+        emit_linenums=VEC_REPORT,
+        force=VEC_REPORT,
     ),
     cmdclass={"build_ext": BuildExt},
     # the variants are independent modules: compile them side by side

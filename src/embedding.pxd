@@ -8,10 +8,14 @@ cdef inline void embedding_forward(floating* emb, const floating* wte, const flo
     """emb rows p0..p1-1 (T, C) from the token at each position."""
     cdef int t, c
     cdef const floating* tok_row
+    cdef const floating* pos_row
+    cdef floating* emb_t
     for t in range(p0, p1):
         tok_row = wte + <Py_ssize_t>tokens[t] * C
+        pos_row = wpe + <Py_ssize_t>t * C
+        emb_t = emb + <Py_ssize_t>t * C
         for c in range(C):
-            emb[t * C + c] = tok_row[c] + wpe[t * C + c]
+            emb_t[c] = tok_row[c] + pos_row[c]
 
 
 cdef inline void embedding_backward(floating* dw, const floating* demb, const int* row_ids,
@@ -23,11 +27,13 @@ cdef inline void embedding_backward(floating* dw, const floating* demb, const in
     """
     cdef int r, c, i
     cdef floating* dw_i
+    cdef const floating* demb_r
     for i in range((i1 - i0) * C):
         dw[i] = 0
     for r in range(R):
         i = row_ids[r]
         if i0 <= i < i1:
             dw_i = dw + (i - i0) * C
+            demb_r = demb + <Py_ssize_t>r * C
             for c in range(C):
-                dw_i[c] += demb[r * C + c]
+                dw_i[c] += demb_r[c]

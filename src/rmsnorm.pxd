@@ -33,6 +33,8 @@ cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating*
     cdef int t0, t, c, nr
     cdef floating s
     cdef floating ss[8]
+    cdef floating* out_t
+    cdef const floating* x_t
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
         _row_dots(ss, x + t0 * C, x + t0 * C, nr, C)
@@ -40,8 +42,10 @@ cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating*
             # the original divides by len(x) as a multiply by len(x) ** -1
             s = 1 / sqrt(ss[t - t0] * (<floating>1.0 / C) + <floating>1e-5)
             scale[t] = s
+            out_t = out + t * C      # row pointers: gcc vectorizes the loop over c
+            x_t = x + t * C
             for c in range(C):
-                out[t * C + c] = x[t * C + c] * s
+                out_t[c] = x_t[c] * s
 
 
 cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floating* x,
@@ -53,11 +57,17 @@ cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floa
     cdef int t0, t, c, nr
     cdef floating s, k
     cdef floating dots[8]
+    cdef floating* dx_t
+    cdef const floating* g_t
+    cdef const floating* x_t
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
         _row_dots(dots, dout + t0 * C, x + t0 * C, nr, C)
         for t in range(t0, t0 + nr):
             s = scale[t]
             k = s * s * s * dots[t - t0] / C
+            dx_t = dx + t * C
+            g_t = dout + t * C
+            x_t = x + t * C
             for c in range(C):
-                dx[t * C + c] += s * dout[t * C + c] - k * x[t * C + c]
+                dx_t[c] += s * g_t[c] - k * x_t[c]
