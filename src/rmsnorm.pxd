@@ -15,14 +15,11 @@ cdef inline void _row_dots(floating* dots, const floating* x, const floating* y,
     cdef floating acc[8]
     for r in range(8):
         acc[r] = 0
-    if nr == 8:
-        for c in range(C):
-            for r in range(8):
-                acc[r] += x[r * C + c] * y[r * C + c]
-    else:
-        for c in range(C):
-            for r in range(nr):
-                acc[r] += x[r * C + c] * y[r * C + c]
+    # One loop for every nr: a row's arithmetic must not depend on which rows
+    # share its group (that depends on how documents are shared among threads).
+    for c in range(C):
+        for r in range(nr):
+            acc[r] += x[r * C + c] * y[r * C + c]
     for r in range(nr):
         dots[r] = acc[r]
 
