@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import cli_env
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
@@ -39,3 +41,24 @@ def test_bench_unknown_variant_is_one_line_error(tmp_path):
     result = run_bench(["--variants", "nope"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown kernel" in result.stderr
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = run_bench(QUICK + ["--no-exact", "--plot", "b.png"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
+    """With matplotlib hidden, --plot says how to install it."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
+    env = cli_env()
+    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    result = subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *QUICK, "--no-exact",
+                             "--plot", "b.png"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "pip install" in result.stderr
