@@ -231,6 +231,17 @@ cdef void _check_data(Workspace ws, const int[::1] tokens, const long long[::1] 
         raise ValueError("the dataset's starts run past its tokens")
 
 
+cdef void _check_doc_ids(Workspace ws, const long long[::1] starts,
+                         const long long[::1] doc_ids) except *:
+    """One batch: 1 to batch_size documents, each an index into the dataset."""
+    cdef Py_ssize_t b, B = doc_ids.shape[0]
+    if not 1 <= B <= ws.batch_size:
+        raise ValueError(f"need 1 to {ws.batch_size} documents, got {B}")
+    for b in range(B):
+        if not 0 <= doc_ids[b] < starts.shape[0] - 1:
+            raise ValueError(f"document index {doc_ids[b]} out of range")
+
+
 # ---------------------------------------------------------------------------
 # Transposed weights: what the forward products read
 
@@ -439,16 +450,11 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
     The same code as a training step, without the update.
     """
     cdef int B = <int>doc_ids.shape[0], b, th, k
-    cdef long long N = starts.shape[0] - 1
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     _check(ws, grad.shape[0], sizeof(floating), "grad")
     _check_data(ws, tokens, starts)
-    if not 1 <= B <= ws.batch_size:
-        raise ValueError(f"need 1 to {ws.batch_size} documents, got {B}")
-    for b in range(B):
-        if not 0 <= doc_ids[b] < N:
-            raise ValueError(f"document index {doc_ids[b]} out of range")
+    _check_doc_ids(ws, starts, doc_ids)
     cdef int n_threads = min(ws.n_threads, B)
     cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
@@ -507,16 +513,13 @@ def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
               const long long[::1] doc_ids, double[::1] doc_losses):
     """Forward pass and loss of each document of doc_ids into doc_losses; no gradient
     reaches the weights."""
-    cdef int B = <int>doc_ids.shape[0], b, th
-    cdef long long N = starts.shape[0] - 1
+    cdef int B = <int>doc_ids.shape[0], th
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     _check_data(ws, tokens, starts)
-    if not (1 <= B <= ws.batch_size and doc_losses.shape[0] == B):
-        raise ValueError(f"need 1 to {ws.batch_size} documents and one loss slot each")
-    for b in range(B):
-        if not 0 <= doc_ids[b] < N:
-            raise ValueError(f"document index {doc_ids[b]} out of range")
+    _check_doc_ids(ws, starts, doc_ids)
+    if doc_losses.shape[0] != B:
+        raise ValueError("need one loss slot per document")
     cdef int n_threads = min(ws.n_threads, B)
     cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
