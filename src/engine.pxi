@@ -242,6 +242,29 @@ cdef void _check_doc_ids(Workspace ws, const long long[::1] starts,
             raise ValueError(f"document index {doc_ids[b]} out of range")
 
 
+cdef void _share_blocks(const WeightBlock* blocks, int n_blocks, int n_threads,
+                        int* first) noexcept nogil:
+    """first[0..n_threads]: thread th updates blocks first[th] .. first[th + 1] - 1.
+
+    Consecutive runs of about equal weight counts: a matrix mostly stays with
+    one thread, which then reads its inputs' rows once, and keeps its weights
+    and moments in its own cache from step to step.
+    """
+    cdef Py_ssize_t total = 0, done = 0
+    cdef int k, th = 1
+    for k in range(n_blocks):
+        total += <Py_ssize_t>(blocks[k].o1 - blocks[k].o0) * blocks[k].nin
+    first[0] = 0
+    for k in range(n_blocks):
+        while th < n_threads and done * n_threads >= total * th:
+            first[th] = k
+            th += 1
+        done += <Py_ssize_t>(blocks[k].o1 - blocks[k].o0) * blocks[k].nin
+    while th <= n_threads:
+        first[th] = n_blocks
+        th += 1
+
+
 # ---------------------------------------------------------------------------
 # Transposed weights: what the forward products read
 
@@ -391,8 +414,10 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    if doc_ids == NULL or doc_rows == NULL or bounds == NULL or doc_losses == NULL:
-        free(doc_ids); free(doc_rows); free(bounds); free(doc_losses)
+    cdef int* block_first = <int*>malloc((n_threads + 1) * sizeof(int))
+    if (doc_ids == NULL or doc_rows == NULL or bounds == NULL or doc_losses == NULL
+            or block_first == NULL):
+        free(doc_ids); free(doc_rows); free(bounds); free(doc_losses); free(block_first)
         raise MemoryError()
     cdef int s, b, th, k
     cdef long long step
@@ -404,6 +429,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     cdef int* ts                # this step's thread bounds
     cdef int* dr                # this step's document rows
     with nogil:
+        _share_blocks(ws.blocks, ws.n_blocks, n_threads, block_first)
         for s in range(nsteps):
             for b in range(B):
                 doc_ids[s * B + b] = ((step0 + s) * B + b) % N
@@ -422,13 +448,14 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                                    ws.timers + th * N_TIMERS)
                 barrier()
                 lr_t = learning_rate * (1 - <double>step / total_steps)
-                for k in prange(ws.n_blocks, schedule="static", chunksize=1):
-                    _update_block(d, &ws.blocks[k], &params[0], &wt[0], &m[0], &v[0], rows,
-                                  arenas + threadid() * d.arena_size + d.grad_rows,
-                                  ws.row_ints, dr[B], <floating>lr_t, <floating>beta1,
-                                  <floating>beta2, <floating>(1 - beta1 ** (step + 1)),
-                                  <floating>(1 - beta2 ** (step + 1)), <floating>eps,
-                                  ws.timers + threadid() * N_TIMERS)
+                for th in prange(n_threads, schedule="static", chunksize=1):
+                    for k in range(block_first[th], block_first[th + 1]):
+                        _update_block(d, &ws.blocks[k], &params[0], &wt[0], &m[0], &v[0], rows,
+                                      arenas + th * d.arena_size + d.grad_rows,
+                                      ws.row_ints, dr[B], <floating>lr_t, <floating>beta1,
+                                      <floating>beta2, <floating>(1 - beta1 ** (step + 1)),
+                                      <floating>(1 - beta2 ** (step + 1)), <floating>eps,
+                                      ws.timers + th * N_TIMERS)
                 barrier()
             flush_denormals_end(fp_mode)
         for s in range(nsteps):
@@ -439,7 +466,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 for b in range(B):
                     total += doc_losses[s * B + b]
                 losses[s] = (1.0 / B) * total
-    free(doc_ids); free(doc_rows); free(bounds); free(doc_losses)
+    free(doc_ids); free(doc_rows); free(bounds); free(doc_losses); free(block_first)
 
 
 def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] wt,
