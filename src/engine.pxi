@@ -20,11 +20,9 @@
 # gradient buffer of its own.
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
-
-from cython.parallel cimport threadid
 
 from layout cimport Dims, dims_init, block_elems
 from model cimport gpt_forward, gpt_loss_backward

@@ -1,14 +1,7 @@
 # Scalar math in the precision of the fused type.
 
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, sqrt, sqrtf
-
-
-cdef inline floating fexp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
+from libc.math cimport log, logf, sqrt, sqrtf
 
 
 cdef inline floating flog(floating x) noexcept nogil:
