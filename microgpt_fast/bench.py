@@ -192,17 +192,17 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
         kernel = load_kernel(f"{name}_prof")
         model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), dtype, threads, batch,
                             kernel)
-        model.train(ds, 0, min(steps, 50), steps)
-        model._ws.reset_timers()
+        warm = min(steps, 50)
+        model.train(ds, 0, warm, steps)
+        model.op_times(reset=True)
         t0 = time.perf_counter()
-        model.train(ds, min(steps, 50), steps - min(steps, 50), steps)
-        wall = (time.perf_counter() - t0) / (steps - min(steps, 50)) * 1e6
-        fwd, bwd, adam = model._ws.read_timers()
-        n = steps - min(steps, 50)
-        groups = kernel.module.TIMER_GROUPS
-        result[name] = {"forward": dict(zip(groups, [t / n * 1e6 for t in fwd])),
-                        "backward": dict(zip(groups, [t / n * 1e6 for t in bwd])),
-                        "adam": adam / n * 1e6, "wall_us_per_step": wall}
+        model.train(ds, warm, steps - warm, steps)
+        n = steps - warm
+        wall = (time.perf_counter() - t0) / n * 1e6
+        times = model.op_times()
+        result[name] = {phase: {g: t / n * 1e6 for g, t in times[phase].items()}
+                        for phase in ("forward", "backward")}
+        result[name].update({"adam": times["adam"] / n * 1e6, "wall_us_per_step": wall})
     names = list(variants)
     print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
     for phase in ("forward", "backward"):

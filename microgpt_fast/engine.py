@@ -147,6 +147,17 @@ class CompiledGPT:
             out.append(token)
         return out
 
+    def op_times(self, reset: bool = False) -> dict:
+        """Seconds spent per op group since the last reset, summed over threads:
+        {"forward": {group: s}, "backward": {group: s}, "adam": s}. Only the
+        profiling variants ("<variant>_prof") time anything; elsewhere all are 0."""
+        fwd, bwd, adam = self._ws.read_timers()
+        groups = self._k.TIMER_GROUPS
+        if reset:
+            self._ws.reset_timers()
+        return {"forward": dict(zip(groups, fwd)), "backward": dict(zip(groups, bwd)),
+                "adam": adam}
+
     def named_params(self) -> dict[str, np.ndarray]:
         """Views of params, one (rows, cols) array per matrix, in flat order."""
         views, offset = {}, 0

@@ -52,10 +52,13 @@ def test_profiling_build_times_and_matches(name, names_ds):
     a = plain.train(names_ds, 0, 20, 20)
     b = prof.train(names_ds, 0, 20, 20)
     assert np.array_equal(a, b) and np.array_equal(plain.params, prof.params)
-    fwd, bwd, adam = prof._ws.read_timers()
-    assert min(fwd) > 0 and min(bwd) > 0 and adam > 0
-    fwd, bwd, adam = plain._ws.read_timers()
-    assert max(fwd) == max(bwd) == adam == 0
+    times = prof.op_times()
+    assert min(times["forward"].values()) > 0 and min(times["backward"].values()) > 0
+    assert times["adam"] > 0
+    assert prof.op_times(reset=True) == times and prof.op_times()["adam"] == 0
+    times = plain.op_times()
+    assert max(times["forward"].values()) == max(times["backward"].values()) == 0
+    assert times["adam"] == 0
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
