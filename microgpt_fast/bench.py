@@ -66,13 +66,6 @@ def train_flops(cfg: GPTConfig, n: int) -> float:
     return 3.0 * forward
 
 
-def step_positions(ds, cfg: GPTConfig, batch: int, step0: int, steps: int) -> list[int]:
-    """Trained positions of each document of steps step0 .. step0 + steps - 1."""
-    lengths = np.minimum(cfg.block_size, np.diff(ds.starts))
-    ids = np.arange(step0 * batch, (step0 + steps) * batch) % len(ds.docs)
-    return lengths[ids].tolist()
-
-
 def time_reference(ds, cfg: GPTConfig, steps: int):
     """Seconds per step and per position of the reference on steps 0..steps-1, batch 1."""
     model = ReferenceGPT(cfg, init_params(cfg, random.Random(0)))
@@ -80,7 +73,7 @@ def time_reference(ds, cfg: GPTConfig, steps: int):
     for s in range(steps):
         model.train_step([ds.doc_tokens(s)], s, steps)
     seconds = time.perf_counter() - t0
-    positions = sum(step_positions(ds, cfg, 1, 0, steps))
+    positions = int(ds.positions(cfg.block_size, 1, 0, steps).sum())
     return seconds / steps, seconds / positions
 
 
@@ -243,7 +236,7 @@ def run(args, out=sys.stdout) -> dict:
     rows: list[Row] = []
 
     def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds):
-        positions = step_positions(data, cfg, batch, 0, steps)
+        positions = data.positions(cfg.block_size, batch, 0, steps).tolist()
         flops = sum(train_flops(cfg, n) for n in positions)
         us_step = seconds / steps * 1e6
         us_doc = us_step / batch

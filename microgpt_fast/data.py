@@ -76,6 +76,14 @@ class Dataset:
     def vocab_size(self) -> int:
         return len(self.chars) + 1
 
+    def positions(self, block_size: int, batch_size: int, step0: int,
+                  num_steps: int) -> np.ndarray:
+        """Positions trained in each document of steps step0 .. step0 + num_steps - 1
+        (step s trains documents s*B .. s*B + B - 1, mod N): int64 (num_steps * B,)."""
+        lengths = np.minimum(block_size, np.diff(self.starts))
+        ids = np.arange(step0 * batch_size, (step0 + num_steps) * batch_size) % len(self.docs)
+        return lengths[ids]
+
     def doc_tokens(self, i: int) -> list[int]:
         """[BOS] + ids + [BOS] of document i (mod the number of documents)."""
         i %= len(self.docs)

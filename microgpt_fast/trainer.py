@@ -66,14 +66,6 @@ class Trainer:
         B, N = self.train_config.batch_size, len(self.dataset.docs)
         return [(step * B + b) % N for b in range(B)]
 
-    def tokens_in_steps(self, step0: int, num_steps: int) -> int:
-        """Positions trained by steps step0 .. step0 + num_steps - 1."""
-        B, T = self.train_config.batch_size, self.config.block_size
-        ds = self.dataset
-        lengths = np.minimum(T, np.diff(ds.starts))
-        ids = np.arange(step0 * B, (step0 + num_steps) * B) % len(ds.docs)
-        return int(lengths[ids].sum())
-
     def train(self, num_steps: int | None = None, on_chunk=None) -> np.ndarray:
         """Run the next num_steps steps (default: all that remain); returns their losses.
 
@@ -93,7 +85,8 @@ class Trainer:
             losses = self._train_steps(self.step, n)
             elapsed = time.perf_counter() - t0
             self.train_seconds += elapsed
-            self.tokens_trained += self.tokens_in_steps(self.step, n)
+            self.tokens_trained += int(self.dataset.positions(
+                self.config.block_size, tc.batch_size, self.step, n).sum())
             out[done:done + n] = losses
             if on_chunk is not None:
                 on_chunk(self.step, losses)

@@ -89,3 +89,12 @@ def test_a_byte_order_mark_is_not_a_character(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes("\ufeffanna\nbob\n".encode("utf-8"))
     assert read_docs(path) == ["anna", "bob"]
+
+
+def test_positions_per_step_wrap_and_truncate(tiny_ds):
+    """Step s trains documents s*B .. s*B+B-1 mod N, each min(block_size, len + 1) positions."""
+    ds = tiny_ds
+    n = len(ds.docs)
+    got = ds.positions(block_size=4, batch_size=3, step0=2, num_steps=2)
+    expected = [min(4, len(ds.docs[i % n]) + 1) for i in range(6, 12)]
+    assert got.tolist() == expected
