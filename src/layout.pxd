@@ -55,8 +55,8 @@ cdef inline Py_ssize_t _take(Py_ssize_t* cursor, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
-    """Weight rows per phase-B block: about 4096 weights, at least 4 rows."""
-    return max(4, 4096 // nin) * nin
+    """Weight rows per phase-B block: about 2048 weights, at least 4 rows."""
+    return max(4, 2048 // nin) * nin
 
 
 cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int block_size,
