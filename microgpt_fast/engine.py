@@ -85,9 +85,9 @@ class CompiledGPT:
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
         losses = np.empty(num_steps, np.float64)
-        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, data.tokens, data.starts, step0, total_steps, self.batch_size,
-                            float(learning_rate), float(beta1), float(beta2), float(eps),
-                            losses)
+        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, data.tokens,
+                            data.starts, step0, total_steps, self.batch_size,
+                            float(learning_rate), float(beta1), float(beta2), float(eps), losses)
         return losses
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:

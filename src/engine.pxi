@@ -25,11 +25,11 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
 from layout cimport Dims, dims_init, block_elems
-from model cimport gpt_forward, gpt_loss_backward
+from model cimport gpt_forward, gpt_losses, gpt_backward
 from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
 from adam cimport adam_update
-from xent cimport softmax_temperature, xent_forward_backward
+from xent cimport softmax_temperature
 from timers cimport (lap, now, PROFILE, N_TIMERS, T_EMBED_NORM, T_PROJECTIONS, T_MLP,
                      T_HEAD_LOSS, T_BACKWARD, T_ADAM)
 
@@ -349,15 +349,30 @@ cdef inline void _run_documents(const Dims* d, const floating* params, const flo
                                 floating* rows, floating* arena, int* row_ints,
                                 const int* tokens, const long long* starts,
                                 const long long* doc_ids, const int* doc_rows, int B, int b0,
-                                int b1, double* doc_losses, double* timers) noexcept nogil:
-    """Phase A for documents b0..b1-1 of a step (one thread's run)."""
+                                int b1, double* doc_losses, bint gradients,
+                                double* timers) noexcept nogil:
+    """Phase A for documents b0..b1-1 of a step (one thread's run): forward pass and
+    losses, then, when asked, the gradients of every activation."""
     if b0 >= b1:
         return
     _fill_rows(d, row_ints, tokens, starts, doc_ids, doc_rows, b0, b1)
     gpt_forward(d, params, wt, rows, arena, row_ints, doc_rows + b0, b1 - b0, doc_rows[b0],
                 timers)
-    gpt_loss_backward(d, params, rows, arena, row_ints + d.R, doc_rows + b0, b1 - b0,
-                      1.0 if B == 1 else 1.0 / B, doc_losses + b0, timers)
+    gpt_losses(d, rows, row_ints + d.R, doc_rows + b0, b1 - b0, 1.0 if B == 1 else 1.0 / B,
+               doc_losses + b0, timers)
+    if gradients:
+        gpt_backward(d, params, rows, arena, doc_rows + b0, b1 - b0, timers)
+
+
+cdef inline double _batch_loss(const double* doc_losses, int B) noexcept nogil:
+    """The step loss: one document's loss, or the mean over documents, in order."""
+    cdef double total = 0
+    cdef int b
+    if B == 1:
+        return doc_losses[0]
+    for b in range(B):
+        total += doc_losses[b]
+    return (1.0 / B) * total
 
 
 # ---------------------------------------------------------------------------
@@ -378,20 +393,28 @@ cdef inline floating* _block_gradient(const Dims* d, const WeightBlock* b, const
     return scratch
 
 
+cdef inline void _adam_block(const WeightBlock* b, floating* params, floating* wt,
+                             floating* m, floating* v, const floating* grad, floating lr_t,
+                             floating beta1, floating beta2, floating bias1, floating bias2,
+                             floating eps) noexcept nogil:
+    """Adam on the block's weights from grad (the block's gradient, its rows in
+    order), then the transposed copy of those rows."""
+    cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
+    adam_update(params + first, m + first, v + first, grad,
+                <Py_ssize_t>(b.o1 - b.o0) * b.nin, lr_t, beta1, beta2, bias1, bias2, eps)
+    if b.kind == PRODUCT:
+        _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
+
+
 cdef inline void _update_block(const Dims* d, const WeightBlock* b, floating* params,
                                floating* wt, floating* m, floating* v, const floating* rows,
                                floating* scratch, const int* row_ints, int n_rows,
                                floating lr_t, floating beta1, floating beta2, floating bias1,
                                floating bias2, floating eps, double* timers) noexcept nogil:
-    cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
-    cdef Py_ssize_t count = <Py_ssize_t>(b.o1 - b.o0) * b.nin
     cdef double t = now() if PROFILE else 0
     _block_gradient(d, b, rows, scratch, row_ints, n_rows)
     t = lap(timers, b.timer, t)
-    adam_update(params + first, m + first, v + first, scratch, count, lr_t, beta1, beta2,
-                bias1, bias2, eps)
-    if b.kind == PRODUCT:
-        _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
+    _adam_block(b, params, wt, m, v, scratch, lr_t, beta1, beta2, bias1, bias2, eps)
     lap(timers, T_ADAM, t)
 
 
@@ -430,7 +453,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
         raise MemoryError()
     cdef int s, b, th, k
     cdef long long step
-    cdef double lr_t, total
+    cdef double lr_t
     cdef unsigned int fp_mode
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
@@ -454,7 +477,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 for th in prange(n_threads, schedule="static", chunksize=1):
                     _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
                                    ws.row_ints, &tokens[0], &starts[0], doc_ids + s * B, dr, B,
-                                   ts[th], ts[th + 1], doc_losses + s * B,
+                                   ts[th], ts[th + 1], doc_losses + s * B, True,
                                    ws.timers + th * N_TIMERS)
                 barrier()
                 lr_t = learning_rate * (1 - <double>step / total_steps)
@@ -469,13 +492,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 barrier()
             flush_denormals_end(fp_mode)
         for s in range(nsteps):
-            if B == 1:
-                losses[s] = doc_losses[s]
-            else:
-                total = 0
-                for b in range(B):
-                    total += doc_losses[s * B + b]
-                losses[s] = (1.0 / B) * total
+            losses[s] = _batch_loss(doc_losses + s * B, B)
     free(doc_ids); free(doc_rows); free(bounds); free(doc_losses); free(block_first)
 
 
@@ -510,17 +527,15 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
         for th in prange(n_threads, schedule="static", chunksize=1):
             _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
                            ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
-                           bounds[th], bounds[th + 1], doc_losses, ws.timers + th * N_TIMERS)
+                           bounds[th], bounds[th + 1], doc_losses, True,
+                           ws.timers + th * N_TIMERS)
         barrier()
         for k in prange(ws.n_blocks, schedule="static", chunksize=1):
             blk = &ws.blocks[k]
             _block_gradient(d, blk, rows, &grad[blk.matrix + <Py_ssize_t>blk.o0 * blk.nin],
                             ws.row_ints, doc_rows[B])
         flush_denormals_end(fp_mode)
-    for b in range(B):
-        total += doc_losses[b]
-    if B > 1:
-        total = (1.0 / B) * total
+    total = _batch_loss(doc_losses, B)
     free(doc_rows); free(bounds); free(doc_losses)
     return total
 
@@ -563,23 +578,15 @@ def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
     cdef floating* arenas = <floating*>ws.arena
-    cdef int* row_tgt = ws.row_ints + d.R
-    cdef int j, s, nj
     cdef unsigned int fp_mode
     with nogil:
         _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
         for th in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
             fp_mode = flush_denormals_begin()
-            _fill_rows(d, ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows,
-                       bounds[th], bounds[th + 1])
-            gpt_forward(d, &params[0], &wt[0], rows, arenas + th * d.arena_size, ws.row_ints,
-                        doc_rows + bounds[th], bounds[th + 1] - bounds[th],
-                        doc_rows[bounds[th]], ws.timers + th * N_TIMERS)
-            for j in range(bounds[th], bounds[th + 1]):
-                s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
-                doc_losses[j] = (1.0 / nj) * xent_forward_backward(
-                    rows + d.logits + <Py_ssize_t>s * d.V, rows + d.logits + <Py_ssize_t>s * d.V,
-                    row_tgt + s, nj, d.V, <floating>0)
+            _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
+                           ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
+                           bounds[th], bounds[th + 1], &doc_losses[0], False,
+                           ws.timers + th * N_TIMERS)
             flush_denormals_end(fp_mode)
     free(doc_rows); free(bounds)
 
@@ -599,13 +606,9 @@ def adam_step(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1
     cdef floating bias2 = <floating>(1 - beta2 ** (step + 1))
     cdef int k, n_threads = ws.n_threads
     cdef WeightBlock* b
-    cdef Py_ssize_t first
     with nogil:
         for k in prange(ws.n_blocks, schedule="static", chunksize=1, num_threads=n_threads):
             b = &ws.blocks[k]
-            first = b.matrix + <Py_ssize_t>b.o0 * b.nin
-            adam_update(&params[first], &m[first], &v[first], &grad[first],
-                        <Py_ssize_t>(b.o1 - b.o0) * b.nin, <floating>lr_t, <floating>beta1,
-                        <floating>beta2, bias1, bias2, <floating>eps)
-            if b.kind == PRODUCT:
-                _transpose_rows(&wt[b.matrix], &params[b.matrix], b.nout, b.nin, b.o0, b.o1)
+            _adam_block(b, &params[0], &wt[0], &m[0], &v[0],
+                        &grad[b.matrix + <Py_ssize_t>b.o0 * b.nin], <floating>lr_t,
+                        <floating>beta1, <floating>beta2, bias1, bias2, <floating>eps)

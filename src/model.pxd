@@ -94,15 +94,29 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
     lap(timers, T_HEAD_LOSS, t)
 
 
-cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floating* rows,
-                                   floating* arena, const int* row_tgt, const int* doc_rows,
-                                   int ndocs, double batch_scale, double* doc_losses,
-                                   double* timers) noexcept nogil:
-    """Each document's mean position loss into doc_losses[j], and the gradients of
-    every activation of its rows, for the loss sum_j batch_scale * doc_loss_j.
+cdef inline void gpt_losses(const Dims* d, floating* rows, const int* row_tgt,
+                            const int* doc_rows, int ndocs, double batch_scale,
+                            double* doc_losses, double* timers) noexcept nogil:
+    """Each document's mean position loss into doc_losses[j]; the logits of its rows
+    become the gradient of sum_j batch_scale * doc_loss_j with respect to them.
 
     gpt_forward must have run over the same documents. Row r's target is row_tgt[r].
     """
+    cdef int V = d.V, j, s, nj
+    cdef double t = now() if PROFILE else 0
+    for j in range(ndocs):
+        s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
+        doc_losses[j] = (1.0 / nj) * xent_forward_backward(
+            rows + d.logits + <Py_ssize_t>s * V, rows + d.logits + <Py_ssize_t>s * V,
+            row_tgt + s, nj, V, <floating>((1.0 / nj) * batch_scale))
+    lap(timers, T_BACKWARD + T_HEAD_LOSS, t)
+
+
+cdef inline void gpt_backward(const Dims* d, const floating* params, floating* rows,
+                              floating* arena, const int* doc_rows, int ndocs,
+                              double* timers) noexcept nogil:
+    """The gradients of every activation of the documents' rows, from the logits'
+    gradient that gpt_losses left in rows[logits]."""
     cdef int C = d.C, F = d.F, H = d.H, T = d.T, R = d.R, V = d.V, l, j, s, nj
     cdef int r0 = doc_rows[0], n = doc_rows[ndocs] - doc_rows[0]
     cdef floating inv_sqrt_d = <floating>(1.0 / (<double>d.D) ** 0.5)
@@ -115,12 +129,6 @@ cdef inline void gpt_loss_backward(const Dims* d, const floating* params, floati
     cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
     cdef double t = now() if PROFILE else 0
-    # loss_j = mean over positions of -log softmax(logits)[target]; logits become their gradient
-    for j in range(ndocs):
-        s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
-        doc_losses[j] = (1.0 / nj) * xent_forward_backward(
-            rows + d.logits + <Py_ssize_t>s * V, rows + d.logits + <Py_ssize_t>s * V,
-            row_tgt + s, nj, V, <floating>((1.0 / nj) * batch_scale))
     # logits = lm_head x
     d_top = rows + d.act0 + (d.L - 1) * d.act_size + d.d_out + rc
     _zero(d_top, <Py_ssize_t>n * C)
