@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .cli import Parser
 from .config import GPTConfig, init_params
 from .data import DataError, load_dataset
 from .engine import CompiledGPT
@@ -94,9 +95,7 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m microgpt_fast.bench",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m microgpt_fast.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", metavar="PATH", default=None,
                    help="text file, one document a line (default: the bundled names.txt)")
     p.add_argument("--variants", nargs="+", default=None,

@@ -1,7 +1,7 @@
 """Which compiled kernel variant to load, and how many threads it may use.
 
     >>> from microgpt_fast.kernels import load_kernel, resolve_threads
-    >>> load_kernel().name in ("avx2", "generic", "novec")
+    >>> load_kernel().name in ("avx512", "avx2", "generic", "novec")
     True
 
 The same Cython source is built several times with different compiler flags

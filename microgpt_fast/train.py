@@ -16,23 +16,17 @@ import json
 import os
 import sys
 
+from .cli import Parser
 from .config import DTYPES, GPTConfig, TrainConfig
 from .data import DataError
 from .kernels import VARIANTS, KernelError
 from .trainer import ENGINES, Trainer
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # one line, exit code 2 (argparse's own code), no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     g, t = GPTConfig(), TrainConfig()
-    p = _Parser(prog="python -m microgpt_fast.train",
-                description="Train a character-level GPT (Karpathy's microgpt) and sample from it.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m microgpt_fast.train",
+               description="Train a character-level GPT (Karpathy's microgpt) and sample from it.")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="UTF-8 text file, one document a line (default: the bundled names.txt)")
     p.add_argument("--engine", choices=ENGINES, default="compiled",
