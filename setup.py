@@ -9,7 +9,8 @@ flags, so that the effect of vectorization can be measured:
     avx512   -O3 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma (x86-64 only)
 
 and each again as "<variant>_prof" with the op-group timers compiled in
-(python -m microgpt_fast.bench --breakdown reads them).
+(python -m microgpt_fast.bench --breakdown reads them). One more module,
+microgpt_fast._data (src/data.pyx), built once, reads and shuffles the data.
 
 Environment:
     MICROGPT_FAST_NO_OPENMP=1   build without OpenMP (serial)
@@ -123,9 +124,17 @@ def extension(variant, flags, profile):
     )
 
 
+# the data loader's line scan, shuffle and packing: no kernel variants
+DATA_EXTENSION = Extension(
+    "microgpt_fast._data",
+    ["src/data.pyx"],
+    extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O2"]) + COMMON,
+)
+
 setup(
     ext_modules=cythonize(
-        [extension(v, f, p) for v, f in VARIANTS.items() for p in (False, True)],
+        [extension(v, f, p) for v, f in VARIANTS.items() for p in (False, True)]
+        + [DATA_EXTENSION],
         include_path=["src"],
         compiler_directives=DIRECTIVES,
         # with #line directives gcc's vectorization report names .pxd lines

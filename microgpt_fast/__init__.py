@@ -2,18 +2,23 @@
 
     python -m microgpt_fast.train
 
-    >>> from microgpt_fast import GPTConfig, TrainConfig, Trainer
+    >>> from microgpt_fast import GPTConfig, TrainConfig, Trainer, load_checkpoint
     >>> trainer = Trainer(GPTConfig(), TrainConfig(steps=1000))
     >>> losses = trainer.train()
     >>> trainer.sample(3)
+    >>> trainer.save("run.npz")
+    >>> trainer = load_checkpoint("run.npz")
 """
 
 from .config import GPTConfig, TrainConfig, init_params, param_layout
 from .data import DataError, Dataset, load_dataset
 from .engine import CompiledGPT
 from .reference import ReferenceGPT
-from .trainer import Trainer
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from .trainer import Trainer, TrainingDiverged, load_checkpoint
 
-__all__ = ["GPTConfig", "TrainConfig", "Trainer", "CompiledGPT", "ReferenceGPT",
-           "Dataset", "DataError", "load_dataset", "init_params", "param_layout"]
+__all__ = ["GPTConfig", "TrainConfig", "Trainer", "load_checkpoint", "TrainingDiverged",
+           "Checkpoint", "CheckpointError", "read_checkpoint", "save_checkpoint",
+           "CompiledGPT", "ReferenceGPT", "Dataset", "DataError", "load_dataset",
+           "init_params", "param_layout"]
 __version__ = "0.1.0"

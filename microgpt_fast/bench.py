@@ -38,6 +38,7 @@ from .data import DataError, load_dataset
 from .engine import CompiledGPT
 from .kernels import Kernel, KernelError, available_kernels, cpu_count, load_kernel
 from .peak import peak_gflops
+from .plots import pyplot
 from .reference import ReferenceGPT
 
 
@@ -141,18 +142,8 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               f"{r.speedup_step:>9.0f} {r.speedup_doc:>9.0f}", file=out)
 
 
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install -e \".[plot]\"") from None
-    return plt
-
-
 def plot_rows(rows: list[Row], path: str) -> None:
-    plt = _pyplot()
+    plt = pyplot("--plot")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     groups = {}
     for r in rows:
@@ -210,7 +201,7 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
 
 def run(args, out=sys.stdout) -> dict:
     if args.plot:
-        _pyplot()  # fail before the measurements, not after them
+        pyplot("--plot")  # fail before the measurements, not after them
     ds = load_dataset(args.data, random.Random(42))
     variants = args.variants or available_kernels()
     for v in variants:

@@ -82,6 +82,7 @@ class TrainConfig:
     threads: int | None = None   # None: OMP_NUM_THREADS, else every core
     temperature: float = 0.5     # sampling temperature
     num_samples: int = 20        # names sampled after training
+    val_fraction: float = 0.0    # last fraction of the shuffled documents held out
 
     def validate(self) -> "TrainConfig":
         _require_int(self, "steps", 1)
@@ -100,6 +101,9 @@ class TrainConfig:
             _require_int(self, "threads", 1)
         _require_positive(self, "temperature")
         _require_int(self, "num_samples", 0)
+        _require(isinstance(self.val_fraction, (int, float)) and not isinstance(self.val_fraction, bool)
+                 and 0 <= self.val_fraction < 1,
+                 f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         return self
 
     def to_dict(self) -> dict:

@@ -3,23 +3,39 @@
     >>> import random
     >>> from microgpt_fast.data import load_dataset
     >>> ds = load_dataset(None, random.Random(42))   # the bundled names.txt
-    >>> len(ds.docs), ds.vocab_size
+    >>> ds.num_docs, ds.vocab_size
     (32033, 27)
+    >>> train, val = ds.split(0.1)                  # the last 10% held out
+    >>> train.num_docs, val.num_docs
+    (28830, 3203)
 
 A text file holds one document a line (UTF-8; a leading byte-order mark is
 ignored). Lines are stripped, empty ones dropped,
 and the list is shuffled once with the caller's random stream. The vocabulary
 is the sorted set of characters; token id = index in it, and BOS = len(chars)
 marks both the start and the end of a document.
+
+load_dataset does this in compiled code (microgpt_fast._data, src/data.pyx):
+one pass over the file's code points finds the stripped lines and the
+characters used, Python's shuffle runs on an index array (the same Mersenne
+Twister draws, the rng left in the same state), and one pass packs the tokens
+in shuffled order. read_docs, tokenize and rng.shuffle are the plain-Python
+steps it reproduces; the tests hold it against them.
 """
 
 from __future__ import annotations
 
+import numbers
+import operator
 import os
-from dataclasses import dataclass
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
+
+from . import _data
 
 
 class DataError(ValueError):
@@ -30,43 +46,150 @@ def default_data_path() -> str:
     return str(resources.files("microgpt_fast") / "data" / "names.txt")
 
 
-def read_docs(path: str | os.PathLike | None) -> list[str]:
-    """The non-empty, stripped lines of a UTF-8 text file (default: names.txt)."""
-    path = default_data_path() if path is None else os.fspath(path)
+def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
     except IsADirectoryError:
         raise DataError(f"data path is a directory, not a file: {path}") from None
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
+
+
+def _decode(raw: bytes, path: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"data file is not UTF-8 text: {path} "
                         f"(invalid byte at offset {exc.start})") from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first line
+    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the first line
+
+
+def _no_documents(path: str) -> DataError:
+    return DataError(f"data file has no documents (empty or only blank lines): {path}")
+
+
+def read_docs(path: str | os.PathLike | None) -> list[str]:
+    """The non-empty, stripped lines of a UTF-8 text file (default: names.txt).
+
+    The plain-Python reading that load_dataset reproduces in compiled code."""
+    path = default_data_path() if path is None else os.fspath(path)
+    text = _decode(_read_bytes(path), path)
     if not text.strip():
-        raise DataError(f"data file has no documents (empty or only blank lines): {path}")
+        raise _no_documents(path)
     docs = [line.strip() for line in text.strip().split("\n")]
     return [d for d in docs if d]
 
 
-@dataclass
+def tokenize(docs: list[str], chars: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack docs into one BOS-separated int32 token array and its starts.
+
+    The plain-Python packing (in the order of docs) that load_dataset reproduces."""
+    bos = len(chars)
+    # One pass over the code points: '\n' (never inside a stripped line) stands
+    # for BOS between documents.
+    text = "\n" + "\n".join(docs) + "\n"
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    alphabet = np.array([ord(c) for c in chars] + [ord("\n")], dtype=np.uint32)
+    order = np.argsort(alphabet)
+    ids = order[np.searchsorted(alphabet, codes, sorter=order)].astype(np.int32)
+    ids[ids == len(chars)] = bos
+    starts = np.flatnonzero(codes == ord("\n")).astype(np.int64)
+    return ids, starts
+
+
+def shuffled_indices(n: int, rng: random.Random) -> np.ndarray:
+    """int64 (n,): the order in which rng.shuffle(x) leaves a list x of n items
+    (shuffled x[i] = x[perm[i]]), leaving rng in the state that call leaves it."""
+    if type(rng) is random.Random and n < 2**32:  # getrandbits(k) for k <= 32
+        version, state, gauss_next = rng.getstate()
+        if version == 3:
+            mt = np.array(state, dtype=np.uint32)  # 624 words + the next word's index
+            perm = np.empty(n, dtype=np.int64)
+            _data.shuffle_permutation(mt, perm)
+            rng.setstate((version, tuple(mt.tolist()), gauss_next))
+            return perm
+    order = list(range(n))  # a subclass may draw differently: let it shuffle
+    rng.shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+class Documents(Sequence):
+    """The documents of a Dataset as strings, decoded from its tokens on access.
+
+    len() is free; indexing one document decodes it; iteration, slices and ==
+    decode all of them once into a list, kept for later use."""
+
+    def __init__(self, chars: list[str], tokens: np.ndarray, starts: np.ndarray):
+        # code point of each token id; BOS becomes '\n', which no document holds
+        self._code_points = np.array([ord(c) for c in chars] + [10], dtype=np.uint32)
+        self._tokens, self._starts = tokens, starts
+        self._list: list[str] | None = None
+
+    def _decode(self, tokens: np.ndarray) -> str:
+        return self._code_points[tokens].tobytes().decode("utf-32-le")
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice) or self._list is not None:
+            return self.tolist()[i]
+        n, i = len(self), operator.index(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("document index out of range")
+        return self._decode(self._tokens[self._starts[i] + 1:self._starts[i + 1]])
+
+    def tolist(self) -> list[str]:
+        if self._list is None:
+            # "\n d0 \n d1 \n ... \n" split on '\n', less the empty ends
+            first, last = self._starts[0], self._starts[-1]
+            self._list = self._decode(self._tokens[first:last + 1]).split("\n")[1:-1]
+        return self._list
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __eq__(self, other):
+        if isinstance(other, (Documents, list, tuple)):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} documents>"
+
+
+@dataclass(eq=False)
 class Dataset:
     """Shuffled documents with their tokens packed for the compiled engine.
 
+    chars: the vocabulary, sorted single characters; token id = index, BOS = len(chars).
     tokens: int32 array (N + sum of doc lengths + 1,): BOS d0 BOS d1 BOS ... BOS.
     starts: int64 array (N + 1,): index of the BOS in front of each document,
         so document i's tokens [BOS] + ids + [BOS] are tokens[starts[i]:starts[i+1] + 1].
+    docs: the N documents as strings (a Documents sequence, decoded on access).
     """
 
-    docs: list[str]
     chars: list[str]
     tokens: np.ndarray
     starts: np.ndarray
+    _docs: Documents | None = field(default=None, init=False, repr=False)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def docs(self) -> Documents:
+        if self._docs is None:
+            self._docs = Documents(self.chars, self.tokens, self.starts)
+        return self._docs
 
     @property
     def bos(self) -> int:
@@ -81,34 +204,89 @@ class Dataset:
         """Positions trained in each document of steps step0 .. step0 + num_steps - 1
         (step s trains documents s*B .. s*B + B - 1, mod N): int64 (num_steps * B,)."""
         lengths = np.minimum(block_size, np.diff(self.starts))
-        ids = np.arange(step0 * batch_size, (step0 + num_steps) * batch_size) % len(self.docs)
+        ids = np.arange(step0 * batch_size, (step0 + num_steps) * batch_size) % self.num_docs
         return lengths[ids]
 
     def doc_tokens(self, i: int) -> list[int]:
         """[BOS] + ids + [BOS] of document i (mod the number of documents)."""
-        i %= len(self.docs)
+        i %= self.num_docs
         return self.tokens[self.starts[i]:self.starts[i + 1] + 1].tolist()
 
+    def split(self, val_fraction: float) -> tuple[Dataset, Dataset | None]:
+        """(train, validation): the last round(N * val_fraction) documents held out.
 
-def tokenize(docs: list[str], chars: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Pack docs into one BOS-separated int32 token array and its starts."""
-    bos = len(chars)
-    # One pass over the code points: '\n' (never inside a stripped line) stands
-    # for BOS between documents.
-    text = "\n" + "\n".join(docs) + "\n"
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    alphabet = np.array([ord(c) for c in chars] + [ord("\n")], dtype=np.uint32)
-    order = np.argsort(alphabet)
-    ids = order[np.searchsorted(alphabet, codes, sorter=order)].astype(np.int32)
-    ids[ids == len(chars)] = bos
-    starts = np.flatnonzero(codes == ord("\n")).astype(np.int64)
-    return ids, starts
+        val_fraction 0 gives (self, None). Both parts share chars; their tokens
+        and starts are slices of this dataset's (starts rebased to 0)."""
+        if (isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real)
+                or not 0 <= val_fraction < 1):
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        if val_fraction == 0:
+            return self, None
+        N = self.num_docs
+        n_val = round(N * val_fraction)
+        n_train = N - n_val
+        if n_val == 0 or n_train == 0:
+            empty = "validation" if n_val == 0 else "training"
+            raise ValueError(f"val_fraction {val_fraction!r} of {N} documents leaves "
+                             f"the {empty} set empty")
+        cut = int(self.starts[n_train])  # the BOS between the two parts, in both
+        train = Dataset(self.chars, self.tokens[:cut + 1], self.starts[:n_train + 1])
+        val = Dataset(self.chars, self.tokens[cut:], self.starts[n_train:] - cut)
+        return train, val
 
 
-def load_dataset(path, rng) -> Dataset:
-    """Read, shuffle with rng (random.Random), build the vocabulary, tokenize."""
-    docs = read_docs(path)
-    rng.shuffle(docs)
-    chars = sorted(set("".join(docs)))
-    tokens, starts = tokenize(docs, chars)
-    return Dataset(docs, chars, tokens, starts)
+def _check_chars(chars) -> list[str]:
+    chars = list(chars)
+    if not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise ValueError("chars must be single-character strings")
+    if any(a >= b for a, b in zip(chars, chars[1:])):
+        raise ValueError("chars must be sorted and distinct")
+    return chars
+
+
+def load_dataset(path: str | os.PathLike | None, rng: random.Random,
+                 chars: list[str] | None = None) -> Dataset:
+    """Read, shuffle with rng (random.Random), build the vocabulary, tokenize.
+
+    The same documents, order, tokens and rng state as read_docs, rng.shuffle,
+    sorted(set(...)) and tokenize. chars: the vocabulary to use instead of the
+    data's own (sorted single characters); DataError if the data holds others.
+    """
+    if chars is not None:
+        chars = _check_chars(chars)
+    path = default_data_path() if path is None else os.fspath(path)
+    raw = _read_bytes(path)
+    if raw.isascii():  # valid UTF-8 whose bytes are the code points
+        codes = np.frombuffer(raw, dtype=np.uint8)
+    else:
+        codes = np.frombuffer(_decode(raw, path).encode("utf-32-le"), dtype=np.uint32)
+    del raw
+    alphabet = 256 if codes.dtype == np.uint8 else 0x110000
+    lines = int(np.count_nonzero(codes == 10)) + 1
+    bounds = np.empty((lines, 2), dtype=np.int64)  # document d is codes[bounds[d, 0]:bounds[d, 1]]
+    seen = np.zeros(alphabet, dtype=np.uint8)  # code points used by the documents
+    N = _data.doc_bounds(codes, bounds, seen)
+    if N == 0:
+        raise _no_documents(path)
+    bounds = bounds[:N]
+    present = np.flatnonzero(seen)
+
+    # vocabulary before the shuffle, so that a rejected file leaves rng untouched
+    if chars is None:
+        chars = [chr(c) for c in present]
+    lut = np.full(alphabet, -1, dtype=np.int32)  # token id of each code point
+    ids = np.array([ord(c) for c in chars], dtype=np.int64)
+    inside = ids < alphabet
+    lut[ids[inside]] = np.flatnonzero(inside)
+    outside = present[lut[present] < 0]
+    if outside.size:
+        names = ", ".join(repr(chr(c)) for c in outside[:10])
+        more = f" (and {outside.size - 10} more)" if outside.size > 10 else ""
+        raise DataError(f"data file {path} has characters outside the model's "
+                        f"vocabulary: {names}{more}")
+
+    perm = shuffled_indices(N, rng)
+    tokens = np.empty(N + int((bounds[:, 1] - bounds[:, 0]).sum()) + 1, dtype=np.int32)
+    starts = np.empty(N + 1, dtype=np.int64)
+    _data.pack(codes, bounds, perm, lut, len(chars), tokens, starts)
+    return Dataset(chars, tokens, starts)

@@ -19,6 +19,7 @@ import numpy as np
 from .config import DTYPES, GPTConfig, param_layout
 from .data import Dataset
 from .kernels import Kernel, load_kernel, resolve_threads
+from .sampling import draw
 
 
 class CompiledGPT:
@@ -127,25 +128,27 @@ class CompiledGPT:
         self.params[:] = params
         self._sync_transposed()
 
-    def sample(self, rng, bos: int, temperature: float = 0.5) -> list[int]:
-        """Token ids of one sample, drawn with rng.choices as the original does.
-
-        The forward pass (with its KV cache) and the softmax run compiled; the
-        choice of each token is the original's call on the same random stream.
-        """
+    def next_probs_fn(self, temperature: float = 0.5):
+        """A function next_probs(token, pos) -> float64 (V,): feed token at position
+        pos (the workspace's KV cache holds positions < pos) and return
+        softmax(logits / temperature), computed in compiled code."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        V = self.config.vocab_size
-        probs = np.empty(V, np.float64)
-        token, out = bos, []
-        for pos in range(self.config.block_size):
+        probs = np.empty(self.config.vocab_size, np.float64)
+
+        def next_probs(token: int, pos: int) -> np.ndarray:
             self._k.sample_probs(self._ws, self.params, self._wt, token, pos,
                                  float(temperature), probs)
-            token = rng.choices(range(V), weights=probs.tolist())[0]
-            if token == bos:
-                break
-            out.append(token)
-        return out
+            return probs
+
+        return next_probs
+
+    def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
+               max_len=None) -> list[int]:
+        """Token ids of one sample (prompt's first), drawn with rng.choices as the
+        original does; see sampling.draw."""
+        return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
+                    prompt, top_k, max_len)
 
     def op_times(self, reset: bool = False) -> dict:
         """Seconds spent per op group since the last reset, summed over threads:

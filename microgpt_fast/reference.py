@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from .config import GPTConfig, param_layout
+from .sampling import draw
 
 
 class Value:
@@ -207,19 +208,23 @@ class ReferenceGPT:
             p.grad = 0
         return loss.data
 
-    def sample(self, rng, bos: int, temperature: float = 0.5) -> list[int]:
-        """Token ids of one sample, drawn with rng.choices as the original does."""
+    def next_probs_fn(self, temperature: float = 0.5):
+        """A function next_probs(token, pos) -> list of V floats, softmax(logits /
+        temperature), with its own KV cache (positions fed in order from 0)."""
         cfg = self.config
         keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
-        token_id, out = bos, []
-        for pos_id in range(cfg.block_size):
+
+        def next_probs(token_id: int, pos_id: int) -> list[float]:
             logits = self.gpt(token_id, pos_id, keys, values)
-            probs = softmax([l / temperature for l in logits])
-            token_id = rng.choices(range(cfg.vocab_size), weights=[p.data for p in probs])[0]
-            if token_id == bos:
-                break
-            out.append(token_id)
-        return out
+            return [p.data for p in softmax([l / temperature for l in logits])]
+
+        return next_probs
+
+    def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
+               max_len=None) -> list[int]:
+        """Token ids of one sample, drawn with rng.choices as the original does."""
+        return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
+                    prompt, top_k, max_len)
 
     def flat_params(self) -> list[float]:
         return [p.data for p in self.params]

@@ -4,118 +4,311 @@
     python -m microgpt_fast.train --engine reference --steps 20
     python -m microgpt_fast.train --dtype float32 --batch-size 16 --threads 2 --quiet
     python -m microgpt_fast.train --json run.json      # config, losses, timings, samples
+    python -m microgpt_fast.train --data play.txt --val-fraction 0.1 --eval-every 500 \
+        --steps 5000 --save run.npz --log-csv run.csv --plot-loss loss.png
+    python -m microgpt_fast.train --resume run.npz --save run.npz   # go on where it stopped
 
 With no arguments it prints what the original prints, line for line, then one
 summary line with the training time (the training loop only).
+
+Exit codes: 0 done, 1 the loss diverged (NaN or infinite), 2 bad input,
+130 interrupted (Ctrl-C stops at the end of the current chunk of steps and
+saves when --save is given).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import signal
 import sys
+import time
+from dataclasses import replace
 
+from .checkpoint import CheckpointError, read_checkpoint
 from .cli import Parser
 from .config import DTYPES, GPTConfig, TrainConfig
 from .data import DataError
 from .kernels import VARIANTS, KernelError
-from .trainer import ENGINES, Trainer
+from .plots import plot_loss, pyplot
+from .progress import Progress
+from .trainer import ENGINES, Trainer, TrainingDiverged
+
+# Flags that shape the run: left out, they take the checkpoint's value on
+# --resume (or the default); given, they must agree with the checkpoint.
+MODEL_FLAGS = ("n_embd", "n_head", "n_layer", "block_size")
+RUN_FLAGS = ("steps", "batch_size", "learning_rate", "beta1", "beta2", "eps", "seed", "dtype",
+             "val_fraction")
 
 
 def build_parser() -> argparse.ArgumentParser:
     g, t = GPTConfig(), TrainConfig()
     p = Parser(prog="python -m microgpt_fast.train",
                description="Train a character-level GPT (Karpathy's microgpt) and sample from it.")
+
+    def run_flag(name, kind, help, **kw):
+        default = getattr(g, name) if name in MODEL_FLAGS else getattr(t, name)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"{help} (default: {default}; on --resume: the checkpoint's)", **kw)
+
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="UTF-8 text file, one document a line (default: the bundled names.txt)")
+                   help="UTF-8 text file, one document a line (default: the bundled names.txt; "
+                        "on --resume: the checkpoint's)")
     p.add_argument("--engine", choices=ENGINES, default="compiled",
                    help="compiled Cython engine, or the pure-Python reference")
     p.add_argument("--kernel", choices=VARIANTS, default=None,
                    help="compiled kernel variant (default: $MICROGPT_FAST_KERNEL, else the best "
                         "this CPU runs)")
-    p.add_argument("--dtype", choices=DTYPES, default=t.dtype,
-                   help="float64 reproduces the original; the reference is always float64")
+    run_flag("dtype", str, "float64 reproduces the original; the reference is always float64",
+             choices=DTYPES)
     p.add_argument("--threads", type=int, default=None,
                    help="OpenMP threads (default: $OMP_NUM_THREADS, else every core; never "
                         "more than the documents of a step)")
-    p.add_argument("--steps", type=int, default=t.steps, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=t.batch_size, help="documents per step")
-    p.add_argument("--n-embd", type=int, default=g.n_embd, help="embedding width")
-    p.add_argument("--n-head", type=int, default=g.n_head, help="attention heads (divides n-embd)")
-    p.add_argument("--n-layer", type=int, default=g.n_layer, help="transformer blocks")
-    p.add_argument("--block-size", type=int, default=g.block_size,
-                   help="most positions trained per document")
-    p.add_argument("--learning-rate", type=float, default=t.learning_rate,
-                   help="Adam learning rate, decayed linearly to 0")
-    p.add_argument("--beta1", type=float, default=t.beta1, help="Adam first-moment decay")
-    p.add_argument("--beta2", type=float, default=t.beta2, help="Adam second-moment decay")
-    p.add_argument("--eps", type=float, default=t.eps, help="Adam epsilon")
-    p.add_argument("--seed", type=int, default=t.seed, help="seed of the random stream")
+    run_flag("steps", int, "optimizer steps: the length of the learning-rate schedule")
+    run_flag("batch_size", int, "documents per step")
+    run_flag("n_embd", int, "embedding width")
+    run_flag("n_head", int, "attention heads (divides n-embd)")
+    run_flag("n_layer", int, "transformer blocks")
+    run_flag("block_size", int, "most positions trained per document")
+    run_flag("learning_rate", float, "Adam learning rate, decayed linearly to 0")
+    run_flag("beta1", float, "Adam first-moment decay")
+    run_flag("beta2", float, "Adam second-moment decay")
+    run_flag("eps", float, "Adam epsilon")
+    run_flag("seed", int, "seed of the random stream (shuffle, init, samples)")
+    run_flag("val_fraction", float, "hold out this last fraction of the shuffled documents")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="validation loss every N steps and at the end (0: only at the end)")
+    p.add_argument("--eval-docs", type=int, default=None, metavar="N",
+                   help="at most N validation documents per evaluation (default: all)")
     p.add_argument("--temperature", type=float, default=t.temperature,
                    help="sampling temperature (> 0)")
     p.add_argument("--num-samples", type=int, default=t.num_samples, help="samples after training")
+    p.add_argument("--save", metavar="PATH", default=None,
+                   help="write a checkpoint (.npz) here at the end, and on Ctrl-C")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also save every N steps (needs --save)")
+    p.add_argument("--resume", metavar="PATH", default=None,
+                   help="go on from this checkpoint (its config, weights, Adam state, step)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step (default: the last); the schedule still spans "
+                        "--steps, so --resume goes on exactly")
     p.add_argument("--log-every", type=int, default=1, metavar="N",
                    help="print a step line every N steps (and always the last)")
     p.add_argument("--quiet", action="store_true", help="print no step lines")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (it shows only on a terminal, after 2 s)")
+    p.add_argument("--log-csv", metavar="PATH", default=None,
+                   help="write step, loss, val_loss and elapsed seconds as CSV")
+    p.add_argument("--plot-loss", metavar="PATH", default=None,
+                   help="save a PNG of the training and validation loss (needs matplotlib)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="write the run as one JSON object to PATH ('-': stdout, and the "
                         "text output goes to stderr)")
     return p
 
 
+def check_writable(flag: str, path: str | None) -> None:
+    """Fail before training, not after it, when an output file cannot be written."""
+    if path in (None, "-"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} path is a directory: {path}")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {flag} file: {path}")
+
+
+def check_args(args) -> None:
+    for flag, value, least in (("--log-every", args.log_every, 1), ("--eval-every", args.eval_every, 0),
+                               ("--save-every", args.save_every, 0),
+                               ("--eval-docs", args.eval_docs, 1), ("--stop-at", args.stop_at, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if args.save_every and not args.save:
+        raise ValueError("--save-every needs --save PATH")
+    for flag in ("json", "save", "log_csv", "plot_loss"):
+        check_writable("--" + flag.replace("_", "-"), getattr(args, flag))
+    if args.plot_loss:
+        pyplot("--plot-loss")  # fail before training when matplotlib is missing
+    if (args.resume or args.save) and args.engine != "compiled":
+        raise ValueError("checkpoints (--save, --resume) need the compiled engine")
+
+
+def make_trainer(args) -> Trainer:
+    """A fresh trainer from the flags, or one restored by --resume."""
+    given = {name: getattr(args, name) for name in MODEL_FLAGS + RUN_FLAGS
+             if getattr(args, name) is not None}
+    if not args.resume:
+        config = GPTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS})
+        tc = TrainConfig(**{k: v for k, v in given.items() if k in RUN_FLAGS},
+                         threads=args.threads, temperature=args.temperature,
+                         num_samples=args.num_samples)
+        return Trainer(config, tc, data=args.data, engine=args.engine, kernel=args.kernel)
+    ckpt = read_checkpoint(args.resume)
+    saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
+    conflicts = [f"--{name.replace('_', '-')} {value} (checkpoint: {saved[name]})"
+                 for name, value in given.items() if value != saved[name]]
+    if conflicts:
+        raise ValueError(f"--resume {args.resume} was trained with other settings: "
+                         + ", ".join(conflicts))
+    ckpt.train_config = replace(ckpt.train_config, temperature=args.temperature,
+                                num_samples=args.num_samples).validate()
+    return Trainer.from_checkpoint(ckpt, data=args.data, threads=args.threads, kernel=args.kernel)
+
+
+class CsvLog:
+    """step, loss, val_loss, elapsed_s rows, flushed as they come (tail -f works)."""
+
+    def __init__(self, path: str | None):
+        self.file = open(path, "w", newline="") if path else None
+        if self.file:
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(["step", "loss", "val_loss", "elapsed_s"])
+
+    def steps(self, first_step: int, losses, t0: float, t1: float) -> None:
+        if self.file:
+            n = len(losses)
+            for k, loss in enumerate(losses):
+                # steps of one chunk share its time span evenly
+                self.writer.writerow([first_step + k + 1, repr(float(loss)), "",
+                                      f"{t0 + (t1 - t0) * (k + 1) / n:.6f}"])
+            self.file.flush()
+
+    def validation(self, step: int, loss: float, elapsed: float) -> None:
+        if self.file:
+            self.writer.writerow([step, "", repr(loss), f"{elapsed:.6f}"])
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
 def run(args, out) -> dict:
     """Train and sample as the parsed args say, printing to out; returns the JSON record."""
-    if args.log_every < 1:
-        raise ValueError(f"log-every must be >= 1, got {args.log_every}")
-    config = GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer,
-                       block_size=args.block_size)
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, beta1=args.beta1, beta2=args.beta2,
-                     eps=args.eps, seed=args.seed, dtype=args.dtype, threads=args.threads,
-                     temperature=args.temperature, num_samples=args.num_samples)
-    trainer = Trainer(config, tc, data=args.data, engine=args.engine, kernel=args.kernel)
-    ds = trainer.dataset
-    print(f"num docs: {len(ds.docs)}", file=out)
-    print(f"vocab size: {ds.vocab_size}", file=out)
+    check_args(args)
+    trainer = make_trainer(args)
+    tc = trainer.train_config
+    ds, val = trainer.dataset, trainer.val_dataset
+    if val is None:
+        print(f"num docs: {ds.num_docs}", file=out)
+    else:
+        print(f"num docs: {ds.num_docs + val.num_docs} ({ds.num_docs} train, "
+              f"{val.num_docs} validation)", file=out)
+    print(f"vocab size: {trainer.config.vocab_size}", file=out)
     print(f"num params: {trainer.config.num_params}", file=out)
+    if val is None and (args.eval_every or args.eval_docs):
+        raise ValueError("--eval-every and --eval-docs need --val-fraction > 0")
+    steps, first_step = tc.steps, trainer.step
+    stop_at = steps if args.stop_at is None else args.stop_at
+    if not first_step <= stop_at <= steps:
+        raise ValueError(f"--stop-at must be in {first_step}..{steps}, got {stop_at}")
+    if args.resume:
+        print(f"resuming {args.resume} at step {first_step} of {steps}", file=out)
 
-    steps = tc.steps
+    start = time.perf_counter()
+    progress = Progress(sys.stderr, stop_at, first_step, enabled=not args.no_progress)
+    log = CsvLog(args.log_csv)
+    chunk_start = [start]
 
     def report(step0, losses):
-        if args.quiet:
-            return
-        for k, loss in enumerate(losses):
-            s = step0 + k + 1
-            if s % args.log_every == 0 or s == steps:
-                print(f"step {s:4d} / {steps:4d} | loss {loss:.4f}", file=out)
-        out.flush()
+        now = time.perf_counter()
+        log.steps(step0, losses, chunk_start[0] - start, now - start)
+        chunk_start[0] = now
+        if not args.quiet:
+            progress.clear()
+            for k, loss in enumerate(losses):
+                s = step0 + k + 1
+                if s % args.log_every == 0 or s == steps:
+                    print(f"step {s:4d} / {steps:4d} | loss {loss:.4f}", file=out)
+            out.flush()
+        progress.update(step0 + len(losses), float(losses[-1]))
 
-    losses = trainer.train(on_chunk=report)
+    def evaluate():
+        loss = trainer.evaluate(args.eval_docs)
+        progress.clear()
+        print(f"step {trainer.step:4d} / {steps:4d} | val loss {loss:.4f}", file=out)
+        log.validation(trainer.step, loss, time.perf_counter() - start)
+        chunk_start[0] = time.perf_counter()
+
+    def on_sigint(signum, frame):
+        if trainer._stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        trainer.request_stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while trainer.step < stop_at:
+            boundary = stop_at
+            for every in (args.eval_every, args.save_every):
+                if every:
+                    boundary = min(boundary, (trainer.step // every + 1) * every)
+            trainer.train(boundary - trainer.step, on_chunk=report)
+            if trainer.step < boundary:
+                break  # Ctrl-C
+            if val is not None and args.eval_every and trainer.step % args.eval_every == 0:
+                evaluate()
+            if args.save_every and trainer.step % args.save_every == 0 and trainer.step < stop_at:
+                trainer.save(args.save)
+    except TrainingDiverged as exc:
+        progress.clear()
+        log.close()
+        kept = (f"; the last checkpoint, {args.save}, is kept" if args.save
+                and os.path.exists(args.save) else "")
+        raise SystemExit(f"error: the loss became {exc.loss} at step {exc.step}: training "
+                         f"diverged (try a lower --learning-rate){kept}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.clear()
+    interrupted = trainer.step < stop_at
+    if val is not None and not interrupted and trainer.step > first_step and not (
+            trainer.val_steps and trainer.val_steps[-1] == trainer.step):
+        evaluate()
+    log.close()
+    if args.save:
+        trainer.save(args.save)
+    if args.plot_loss:
+        plot_loss(args.plot_loss, trainer.losses, trainer.val_steps, trainer.val_losses)
+    if interrupted:
+        print(f"interrupted at step {trainer.step} of {steps}"
+              + (f"; saved {args.save}" if args.save else ""), file=sys.stderr)
+        raise SystemExit(130)
+    if args.save:
+        print(f"saved checkpoint {args.save} (step {trainer.step})", file=out)
+
     print("\n--- inference (new, hallucinated names) ---", file=out)
     samples = trainer.sample()
     for i, name in enumerate(samples):
         print(f"sample {i + 1:2d}: {name}", file=out)
 
+    trained = trainer.step - first_step
     seconds = trainer.train_seconds
-    us_per_step = seconds / steps * 1e6
+    us_per_step = seconds / trained * 1e6 if trained else 0.0
     tokens_per_second = trainer.tokens_trained / seconds if seconds > 0 else float("inf")
     where = (f"{trainer.engine}" + (f"/{trainer.kernel}" if trainer.kernel else "")
              + f", {trainer.dtype}, {trainer.threads} thread{'s' if trainer.threads > 1 else ''}")
-    print(f"trained {steps} steps in {seconds:.3f} s ({us_per_step:.1f} us/step, "
+    print(f"trained {trained} steps in {seconds:.3f} s ({us_per_step:.1f} us/step, "
           f"{tokens_per_second / 1e6:.2f} M tokens/s; {where})", file=out)
+    losses = trainer.losses
     return {
         "config": trainer.config.to_dict(),
         "train_config": tc.to_dict(),
-        "data": args.data or "names.txt (bundled)",
+        "data": trainer.data or "names.txt (bundled)",
         "engine": trainer.engine,
         "kernel": trainer.kernel,
         "dtype": trainer.dtype,
         "threads": trainer.threads,
-        "num_docs": len(ds.docs),
+        "num_docs": ds.num_docs,
+        "num_val_docs": val.num_docs if val is not None else 0,
         "num_params": trainer.config.num_params,
-        "final_loss": float(losses[-1]),
+        "first_step": first_step,
+        "step": trainer.step,
+        "final_loss": float(losses[-1]) if len(losses) else None,
         "losses": losses.tolist(),
+        "val_steps": trainer.val_steps,
+        "val_losses": trainer.val_losses,
         "train_seconds": seconds,
         "us_per_step": us_per_step,
         "us_per_doc": us_per_step / tc.batch_size,
@@ -125,22 +318,10 @@ def run(args, out) -> dict:
     }
 
 
-def check_writable(path: str | None) -> None:
-    """Fail before training, not after it, when the --json file cannot be written."""
-    if path in (None, "-"):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"--json path is a directory: {path}")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write --json file: {path}")
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = sys.stderr if args.json == "-" else sys.stdout
     try:
-        check_writable(args.json)
         record = run(args, out)
         if args.json == "-":
             json.dump(record, sys.stdout)
@@ -149,7 +330,12 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump(record, f, indent=1)
                 f.write("\n")
-    except (ValueError, DataError, KernelError) as exc:
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        return exc.code
+    except (ValueError, DataError, KernelError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:

@@ -1,22 +1,31 @@
-"""Training and sampling with either engine, the way the original runs.
+"""Training, evaluation, sampling and checkpoints with either engine.
 
-    >>> from microgpt_fast import GPTConfig, TrainConfig, Trainer
-    >>> trainer = Trainer(GPTConfig(), TrainConfig(steps=100))
-    >>> losses = trainer.train()          # numpy float64 (100,)
-    >>> names = trainer.sample(5)
+    >>> from microgpt_fast import GPTConfig, TrainConfig, Trainer, load_checkpoint
+    >>> trainer = Trainer(GPTConfig(), TrainConfig(steps=1000, val_fraction=0.1))
+    >>> losses = trainer.train(500)       # numpy float64 (500,), one loss per step
+    >>> trainer.evaluate()                # mean loss of the held-out documents
+    >>> trainer.save("run.npz")
+    >>> trainer = load_checkpoint("run.npz")
+    >>> losses = trainer.train()          # the other 500 steps, bit-identical
+    >>> trainer.sample(5, prompt="ma")    # ['mara', 'malia', ...]
 
 The random stream is the original's: seeded once, it shuffles the documents,
-draws the initial weights, and then draws every sampled token.
+draws the initial weights, and then draws every sampled token. Training uses
+no random numbers, so a checkpoint needs only the stream's state to go on
+exactly where the run was.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from .config import GPTConfig, TrainConfig, init_params
 from .data import Dataset, load_dataset
 from .engine import CompiledGPT
@@ -25,69 +34,169 @@ from .reference import ReferenceGPT
 ENGINES = ("compiled", "reference")
 
 
+class TrainingDiverged(ArithmeticError):
+    """The loss became NaN or infinite; step is the 1-based step that produced it."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss is {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
 class Trainer:
     """A dataset, a model on one engine, and the position in the step schedule.
 
-    config.vocab_size is replaced by the data's. data: path of a text file,
-    one document a line (default: the bundled names.txt).
+    config.vocab_size is replaced by the data's. data: path of a UTF-8 text
+    file, one document a line (default: the bundled names.txt). The last
+    train_config.val_fraction of the shuffled documents is held out for
+    evaluate(). kernel picks a compiled variant (kernels.load_kernel).
     """
 
     def __init__(self, config: GPTConfig | None = None, train_config: TrainConfig | None = None,
                  data=None, engine: str = "compiled", kernel: str | None = None):
-        self.train_config = (train_config or TrainConfig()).validate()
+        tc = (train_config or TrainConfig()).validate()
+        (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
+        self._setup(tc, engine, data)
+        self.rng = random.Random(tc.seed)
+        full = load_dataset(self.data, self.rng)
+        self._set_data(full)
+        self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size).validate()
+        self._make_model(init_params(self.config, self.rng), kernel)
+
+    @classmethod
+    def from_checkpoint(cls, source: str | os.PathLike | Checkpoint, data=None,
+                        threads: int | None = None, kernel: str | None = None) -> "Trainer":
+        """A trainer that goes on from a checkpoint (a path or a read Checkpoint).
+
+        data: the text to train on from here (default: the file the checkpoint
+        was trained on); its characters must be in the checkpoint's vocabulary.
+        The data is read when training or evaluation first needs it, so
+        sampling needs no data file. threads and kernel may differ from the
+        saving run: results do not depend on them.
+        """
+        ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+        self = cls.__new__(cls)
+        tc = ckpt.train_config if threads is None else replace(ckpt.train_config, threads=threads)
+        self._setup(tc.validate(), "compiled", ckpt.data if data is None else data)
+        self.chars = list(ckpt.chars)
+        self.config = ckpt.config
+        self.rng = random.Random()
+        self.rng.setstate(ckpt.rng_state)
+        self._make_model(ckpt.params, kernel)
+        self.model.m[:] = ckpt.adam_m
+        self.model.v[:] = ckpt.adam_v
+        self.step = ckpt.step
+        self._keep_losses(0, ckpt.losses)
+        self.val_steps = ckpt.val_steps.tolist()
+        self.val_losses = ckpt.val_losses.tolist()
+        return self
+
+    def _setup(self, tc: TrainConfig, engine: str, data) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
-        self.engine = engine
-        self.rng = random.Random(self.train_config.seed)
-        self.dataset: Dataset = load_dataset(data, self.rng)
-        self.config = replace(config or GPTConfig(), vocab_size=self.dataset.vocab_size).validate()
-        params = init_params(self.config, self.rng)
+        self.train_config, self.engine = tc, engine
+        self.data = None if data is None else os.path.abspath(os.fspath(data))
+        self._train_set: Dataset | None = None
+        self._val_set: Dataset | None = None
+        self.step = 0
+        self._losses = np.empty(min(tc.steps, 1 << 16))  # grown as steps are trained
+        self.val_steps: list[int] = []      # steps after which evaluate() recorded a loss
+        self.val_losses: list[float] = []
+        self.train_seconds = 0.0  # time inside training calls only
+        self.tokens_trained = 0
+        self.diverged_at: int | None = None
+        self._stop_requested = False
+
+    def _set_data(self, full: Dataset) -> None:
+        self.chars = full.chars
+        self._train_set, self._val_set = full.split(self.train_config.val_fraction)
+
+    def _make_model(self, params, kernel) -> None:
         tc = self.train_config
-        if engine == "compiled":
+        if self.engine == "compiled":
             self.model = CompiledGPT(self.config, params, tc.dtype, tc.threads,
                                      tc.batch_size, kernel)
             self.threads = self.model.threads
             self.kernel = self.model.kernel.name
         else:
-            self.model = ReferenceGPT(self.config, params)
+            self.model = ReferenceGPT(self.config, list(params))
             self.threads = 1
             self.kernel = None
-        self.step = 0
-        self.train_seconds = 0.0  # time inside training calls only
-        self.tokens_trained = 0
+
+    # -- data --------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        if self._train_set is None:
+            # the original's shuffle: a fresh stream with the run's seed
+            full = load_dataset(self.data, random.Random(self.train_config.seed), self.chars)
+            self._set_data(full)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The training documents (the data file less its validation part)."""
+        self._load_data()
+        return self._train_set
+
+    @property
+    def val_dataset(self) -> Dataset | None:
+        """The held-out documents, or None when val_fraction is 0."""
+        self._load_data()
+        return self._val_set
+
+    @property
+    def bos(self) -> int:
+        return len(self.chars)
 
     @property
     def dtype(self) -> str:
         return self.train_config.dtype if self.engine == "compiled" else "float64"
 
+    @property
+    def losses(self) -> np.ndarray:
+        """The loss of every step trained so far, float64 (step,)."""
+        return self._losses[:self.step].copy()
+
+    # -- training ----------------------------------------------------------
+
     def batch_doc_ids(self, step: int) -> list[int]:
         """Documents of a step: s*B .. s*B + B - 1, modulo the number of documents."""
-        B, N = self.train_config.batch_size, len(self.dataset.docs)
+        B, N = self.train_config.batch_size, self.dataset.num_docs
         return [(step * B + b) % N for b in range(B)]
 
+    def request_stop(self) -> None:
+        """Ask train() to return at the end of its current chunk (safe in a signal handler)."""
+        self._stop_requested = True
+
     def train(self, num_steps: int | None = None, on_chunk=None) -> np.ndarray:
-        """Run the next num_steps steps (default: all that remain); returns their losses.
+        """Run the next num_steps steps (default: all that remain); returns their losses,
+        float64 (num_steps,), or fewer when request_stop() was called meanwhile.
 
         on_chunk(first_step, losses) is called after each chunk of steps, outside
         the timed region: the compiled engine trains many steps per call.
+        Raises TrainingDiverged when a loss is NaN or infinite; the model is then
+        spoiled and save() refuses it.
         """
         tc = self.train_config
+        if self.diverged_at is not None:
+            raise TrainingDiverged(self.diverged_at, float("nan"))
         remaining = tc.steps - self.step
         num_steps = remaining if num_steps is None else num_steps
-        if not 0 <= num_steps <= remaining:
-            raise ValueError(f"num_steps must be in 0..{remaining}, got {num_steps}")
-        out = np.empty(num_steps, np.float64)
-        done, chunk = 0, 16
-        while done < num_steps:
+        if not (isinstance(num_steps, int) and 0 <= num_steps <= remaining):
+            raise ValueError(f"num_steps must be in 0..{remaining}, got {num_steps!r}")
+        data = self.dataset
+        first, done, chunk = self.step, 0, 16
+        while done < num_steps and not self._stop_requested:
             n = min(chunk, num_steps - done)
             t0 = time.perf_counter()
             losses = self._train_steps(self.step, n)
             elapsed = time.perf_counter() - t0
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if len(bad):
+                self.diverged_at = self.step + int(bad[0]) + 1
+                raise TrainingDiverged(self.diverged_at, float(losses[bad[0]]))
             self.train_seconds += elapsed
-            self.tokens_trained += int(self.dataset.positions(
-                self.config.block_size, tc.batch_size, self.step, n).sum())
-            out[done:done + n] = losses
+            self.tokens_trained += int(data.positions(self.config.block_size, tc.batch_size,
+                                                      self.step, n).sum())
+            self._keep_losses(self.step, losses)
             if on_chunk is not None:
                 on_chunk(self.step, losses)
             self.step += n
@@ -95,7 +204,16 @@ class Trainer:
             # grow chunks until each takes about a tenth of a second
             if elapsed < 0.05:
                 chunk *= 2
-        return out
+        self._stop_requested = False  # the request is answered
+        return self._losses[first:self.step].copy()
+
+    def _keep_losses(self, step0: int, losses: np.ndarray) -> None:
+        end = step0 + len(losses)
+        if end > len(self._losses):
+            grown = np.empty(max(end, 2 * len(self._losses)))
+            grown[:step0] = self._losses[:step0]
+            self._losses = grown
+        self._losses[step0:end] = losses
 
     def _train_steps(self, step0: int, n: int) -> np.ndarray:
         tc = self.train_config
@@ -109,18 +227,100 @@ class Trainer:
                                               tc.beta1, tc.beta2, tc.eps)
         return losses
 
-    def sample(self, num_samples: int | None = None, temperature: float | None = None) -> list[str]:
-        """Draw samples from the shared random stream, as text."""
+    def evaluate(self, max_docs: int | None = None, record: bool = True) -> float:
+        """Mean loss per document of the validation documents (the first max_docs
+        of them, default all), computed without gradients. record: keep it in
+        val_steps / val_losses at the current step."""
+        val = self.val_dataset
+        if val is None:
+            raise ValueError("no validation documents: set val_fraction > 0")
+        n = val.num_docs if max_docs is None else min(max_docs, val.num_docs)
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"max_docs must be >= 1, got {max_docs!r}")
+        if self.engine == "compiled":
+            B = self.train_config.batch_size
+            per_doc = np.concatenate([self.model.evaluate(val, np.arange(i, min(i + B, n)))
+                                      for i in range(0, n, B)])
+        else:
+            per_doc = np.array([self.model.doc_loss(val.doc_tokens(i)).data for i in range(n)])
+        loss = float(per_doc.mean())
+        if record:
+            if self.val_steps and self.val_steps[-1] == self.step:
+                self.val_losses[-1] = loss
+            else:
+                self.val_steps.append(self.step)
+                self.val_losses.append(loss)
+        return loss
+
+    # -- sampling ----------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text; ValueError naming any character outside the vocabulary."""
+        index = {c: i for i, c in enumerate(self.chars)}
+        unknown = sorted({c for c in text if c not in index})
+        if unknown:
+            raise ValueError("prompt has characters outside the model's vocabulary: "
+                             + ", ".join(repr(c) for c in unknown[:10]))
+        return [index[c] for c in text]
+
+    def sample(self, num_samples: int | None = None, temperature: float | None = None,
+               prompt: str = "", top_k: int | None = None, max_len: int | None = None,
+               rng: random.Random | None = None) -> list[str]:
+        """Texts drawn from the model, each starting with prompt.
+
+        The draws come from rng (default: the run's own stream, continued, as
+        the original does). top_k: draw only among the k likeliest tokens;
+        max_len: at most this many drawn characters (the block size bounds it).
+        """
         tc = self.train_config
         num_samples = tc.num_samples if num_samples is None else num_samples
         temperature = tc.temperature if temperature is None else temperature
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
+        if not (isinstance(num_samples, int) and num_samples >= 0):
+            raise ValueError(f"num_samples must be >= 0, got {num_samples!r}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        chars, bos = self.dataset.chars, self.dataset.bos
-        return ["".join(chars[t] for t in self.model.sample(self.rng, bos, temperature))
+        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"top_k must be >= 1, got {top_k!r}")
+        if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
+            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
+        ids = self.encode(prompt)
+        if len(ids) >= self.config.block_size:
+            raise ValueError(f"prompt has {len(ids)} characters; the model's block size "
+                             f"{self.config.block_size} leaves no room to sample")
+        rng = self.rng if rng is None else rng
+        return ["".join(self.chars[t] for t in self.model.sample(
+                    rng, self.bos, temperature, ids, top_k, max_len))
                 for _ in range(num_samples)]
+
+    # -- checkpoints -------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The run's state as a Checkpoint (arrays copied)."""
+        if self.engine != "compiled":
+            raise ValueError("checkpoints need the compiled engine")
+        if self.diverged_at is not None:
+            raise ValueError(f"the model diverged at step {self.diverged_at}; not saving it")
+        m = self.model
+        return Checkpoint(self.config, self.train_config, list(self.chars), self.step,
+                          m.params.copy(), m.m.copy(), m.v.copy(), self.rng.getstate(),
+                          self.losses, np.array(self.val_steps, np.int64),
+                          np.array(self.val_losses, np.float64), self.data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint to path atomically (checkpoint.save_checkpoint)."""
+        save_checkpoint(path, self.checkpoint())
 
     def flat_params(self) -> np.ndarray:
         if self.engine == "compiled":
             return self.model.params.astype(np.float64)
         return np.array(self.model.flat_params(), np.float64)
+
+
+def load_checkpoint(path: str | os.PathLike, data=None, threads: int | None = None,
+                    kernel: str | None = None) -> Trainer:
+    """A Trainer restored from a checkpoint file; see Trainer.from_checkpoint."""
+    return Trainer.from_checkpoint(path, data, threads, kernel)
+
+
+__all__ = ["Trainer", "TrainingDiverged", "load_checkpoint", "CheckpointError", "ENGINES"]

@@ -1,0 +1,73 @@
+"""Sample text from a saved model.
+
+    python -m microgpt_fast.sample --checkpoint run.npz
+    python -m microgpt_fast.sample --checkpoint run.npz --prompt ma --num-samples 5 --top-k 5
+    python -m microgpt_fast.sample --checkpoint run.npz --seed 7 --temperature 0.8
+
+Prints one sample a line, each starting with the prompt. Without --seed the
+draws continue the checkpoint's own random stream, so a checkpoint saved at
+the end of training gives the samples that run printed; with --seed they come
+from a stream seeded with it. Either way the same command prints the same
+samples.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from .checkpoint import CheckpointError
+from .cli import Parser
+from .kernels import VARIANTS, KernelError
+from .trainer import load_checkpoint
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m microgpt_fast.sample",
+               description="Sample text from a checkpoint written by microgpt_fast.train --save.")
+    p.add_argument("--checkpoint", metavar="PATH", required=True, help="the .npz checkpoint")
+    p.add_argument("--num-samples", type=int, default=20, help="how many samples")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature, > 0 (default: the checkpoint's, 0.5 unless "
+                        "set when training)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="draw only among the k likeliest characters (default: all)")
+    p.add_argument("--prompt", default="", help="text each sample continues (default: none)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the draws (default: continue the checkpoint's random stream)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="most characters drawn per sample (default: up to the block size)")
+    p.add_argument("--kernel", choices=VARIANTS, default=None,
+                   help="compiled kernel variant (default: the best this CPU runs)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for flag, value in (("--num-samples", args.num_samples), ("--top-k", args.top_k),
+                            ("--max-len", args.max_len)):
+            if value is not None and value < (0 if flag == "--num-samples" else 1):
+                raise ValueError(f"{flag} must be >= {0 if flag == '--num-samples' else 1}, "
+                                 f"got {value}")
+        if args.temperature is not None and not args.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+        trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)
+        rng = None if args.seed is None else random.Random(args.seed)
+        for text in trainer.sample(args.num_samples, args.temperature, args.prompt,
+                                   args.top_k, args.max_len, rng):
+            print(text)
+    except (ValueError, CheckpointError, KernelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
