@@ -373,7 +373,9 @@ def plot(path: str, results: list[dict], fields_: list[str], log_fields=()) -> N
         if not all(isinstance(x, str) for x in means):
             line = sorted((x, statistics.fmean(v)) for x, v in means.items())
             ax.plot([p[0] for p in line], [p[1] for p in line], "-", linewidth=1.5)
-        if name in log_fields:
+        numeric = [x for x in means if isinstance(x, (int, float))]
+        if name in log_fields or (numeric and min(numeric) > 0
+                                  and max(numeric) >= 20 * min(numeric)):
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("validation loss" if use_val else "final loss")
