@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
@@ -67,10 +68,13 @@ def _state_to_json(state: tuple) -> list:
 
 def _state_from_json(value) -> tuple:
     version, words, gauss_next = value
-    if len(words) != 625:  # the Mersenne Twister's 624 words and its index
-        raise ValueError("the random state is not a Mersenne Twister state")
-    return (int(version), tuple(int(w) for w in words),
-            None if gauss_next is None else float(gauss_next))
+    # the Mersenne Twister's 624 32-bit words, then the index of the next one
+    if (len(words) != 625 or not all(isinstance(w, int) and 0 <= w < 2**32 for w in words)
+            or not words[-1] <= 624):
+        raise ValueError("its random state is not a Mersenne Twister state")
+    state = (int(version), tuple(words), None if gauss_next is None else float(gauss_next))
+    random.Random().setstate(state)  # the last word: what Python itself accepts
+    return state
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
@@ -140,13 +144,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             arrays = {name: npz[name] for name in _ARRAYS}
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
-            UnicodeDecodeError) as exc:
+    except Exception as exc:  # zipfile, numpy's header parser and json each fail their own way
         raise CheckpointError(f"checkpoint {path} is damaged or truncated "
                               f"({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     try:
         ckpt = _from_parts(meta, arrays)
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is inconsistent: {exc}".replace("\n", " ")
                               ) from None
     return ckpt

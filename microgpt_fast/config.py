@@ -45,6 +45,9 @@ class GPTConfig:
     n_layer: int = 1      # transformer blocks, L
     block_size: int = 16  # most positions trained per document, T
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> "GPTConfig":
         _require_int(self, "vocab_size", 2)
         _require_int(self, "n_embd", 1)
@@ -84,6 +87,9 @@ class TrainConfig:
     num_samples: int = 20        # names sampled after training
     val_fraction: float = 0.0    # last fraction of the shuffled documents held out
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> "TrainConfig":
         _require_int(self, "steps", 1)
         _require_int(self, "batch_size", 1)
@@ -101,8 +107,8 @@ class TrainConfig:
             _require_int(self, "threads", 1)
         _require_positive(self, "temperature")
         _require_int(self, "num_samples", 0)
-        _require(isinstance(self.val_fraction, (int, float)) and not isinstance(self.val_fraction, bool)
-                 and 0 <= self.val_fraction < 1,
+        _require(isinstance(self.val_fraction, (int, float))
+                 and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1,
                  f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         return self
 

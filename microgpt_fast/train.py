@@ -82,9 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation loss every N steps and at the end (0: only at the end)")
     p.add_argument("--eval-docs", type=int, default=None, metavar="N",
                    help="at most N validation documents per evaluation (default: all)")
-    p.add_argument("--temperature", type=float, default=t.temperature,
-                   help="sampling temperature (> 0)")
-    p.add_argument("--num-samples", type=int, default=t.num_samples, help="samples after training")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"sampling temperature, > 0 (default: {t.temperature}; on --resume: "
+                        "the checkpoint's)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help=f"samples after training (default: {t.num_samples}; on --resume: "
+                        "the checkpoint's)")
     p.add_argument("--save", metavar="PATH", default=None,
                    help="write a checkpoint (.npz) here at the end, and on Ctrl-C")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
@@ -96,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--steps, so --resume goes on exactly")
     p.add_argument("--log-every", type=int, default=1, metavar="N",
                    help="print a step line every N steps (and always the last)")
-    p.add_argument("--quiet", action="store_true", help="print no step lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="print no training step lines (validation lines still print)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress line on stderr (it shows only on a terminal, after 2 s)")
     p.add_argument("--log-csv", metavar="PATH", default=None,
@@ -140,11 +144,12 @@ def make_trainer(args) -> Trainer:
     """A fresh trainer from the flags, or one restored by --resume."""
     given = {name: getattr(args, name) for name in MODEL_FLAGS + RUN_FLAGS
              if getattr(args, name) is not None}
+    sampling = {name: getattr(args, name) for name in ("temperature", "num_samples")
+                if getattr(args, name) is not None}  # free to change on --resume
     if not args.resume:
         config = GPTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS})
         tc = TrainConfig(**{k: v for k, v in given.items() if k in RUN_FLAGS},
-                         threads=args.threads, temperature=args.temperature,
-                         num_samples=args.num_samples)
+                         threads=args.threads, **sampling)
         return Trainer(config, tc, data=args.data, engine=args.engine, kernel=args.kernel)
     ckpt = read_checkpoint(args.resume)
     saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
@@ -153,8 +158,7 @@ def make_trainer(args) -> Trainer:
     if conflicts:
         raise ValueError(f"--resume {args.resume} was trained with other settings: "
                          + ", ".join(conflicts))
-    ckpt.train_config = replace(ckpt.train_config, temperature=args.temperature,
-                                num_samples=args.num_samples).validate()
+    ckpt.train_config = replace(ckpt.train_config, **sampling)
     return Trainer.from_checkpoint(ckpt, data=args.data, threads=args.threads, kernel=args.kernel)
 
 
@@ -257,8 +261,8 @@ def run(args, out) -> dict:
         log.close()
         kept = (f"; the last checkpoint, {args.save}, is kept" if args.save
                 and os.path.exists(args.save) else "")
-        raise SystemExit(f"error: the loss became {exc.loss} at step {exc.step}: training "
-                         f"diverged (try a lower --learning-rate){kept}") from None
+        raise SystemExit(f"error: {exc}: training diverged (try a lower --learning-rate)"
+                         f"{kept}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.clear()

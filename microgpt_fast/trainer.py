@@ -35,10 +35,10 @@ ENGINES = ("compiled", "reference")
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss became NaN or infinite; step is the 1-based step that produced it."""
+    """The loss, or a weight, became NaN or infinite at (1-based) step `step`."""
 
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss is {loss} at step {step}")
+    def __init__(self, step: int, loss: float, what: str | None = None):
+        super().__init__(what or f"the loss became {loss} at step {step}")
         self.step, self.loss = step, loss
 
 
@@ -193,6 +193,13 @@ class Trainer:
             if len(bad):
                 self.diverged_at = self.step + int(bad[0]) + 1
                 raise TrainingDiverged(self.diverged_at, float(losses[bad[0]]))
+            if not self._weights_finite():
+                # an update overflowed; the loss shows it only a step later
+                self.diverged_at = self.step + n
+                when = (f"at step {self.diverged_at}" if n == 1
+                        else f"in steps {self.step + 1}..{self.diverged_at}")
+                raise TrainingDiverged(self.diverged_at, float(losses[-1]),
+                                       f"the weights became NaN or infinite {when}")
             self.train_seconds += elapsed
             self.tokens_trained += int(data.positions(self.config.block_size, tc.batch_size,
                                                       self.step, n).sum())
@@ -206,6 +213,13 @@ class Trainer:
                 chunk *= 2
         self._stop_requested = False  # the request is answered
         return self._losses[first:self.step].copy()
+
+    def _weights_finite(self) -> bool:
+        if self.engine == "compiled":
+            m = self.model
+            return bool(np.isfinite(m.params).all() and np.isfinite(m.m).all()
+                        and np.isfinite(m.v).all())
+        return all(math.isfinite(p) for p in self.model.flat_params())
 
     def _keep_losses(self, step0: int, losses: np.ndarray) -> None:
         end = step0 + len(losses)
@@ -299,8 +313,8 @@ class Trainer:
         """The run's state as a Checkpoint (arrays copied)."""
         if self.engine != "compiled":
             raise ValueError("checkpoints need the compiled engine")
-        if self.diverged_at is not None:
-            raise ValueError(f"the model diverged at step {self.diverged_at}; not saving it")
+        if self.diverged_at is not None or not self._weights_finite():
+            raise ValueError(f"the model diverged (step {self.diverged_at}); not saving it")
         m = self.model
         return Checkpoint(self.config, self.train_config, list(self.chars), self.step,
                           m.params.copy(), m.m.copy(), m.v.copy(), self.rng.getstate(),
