@@ -79,3 +79,29 @@ def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
         cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
         text=True, timeout=timeout,
     )
+
+
+# A small model for CLI runs that only need a few quick steps.
+SMALL = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
+
+
+def run_sample(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.sample ARGS, in cwd, with the in-place build."""
+    return subprocess.run(
+        [sys.executable, "-m", "microgpt_fast.sample", *map(str, args)],
+        cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def assert_cli_error(result, *words, code: int = 2) -> str:
+    """The run failed with exit code `code` and exactly one stderr line, an `error:`
+    line without a traceback that holds each of words; returns that line."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"stderr: {result.stderr!r}"
+    assert "error:" in lines[0], lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
