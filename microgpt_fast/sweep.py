@@ -106,16 +106,30 @@ def parse_ranges(items: list[str]) -> dict[str, tuple]:
             scale = parts.pop()
         if len(parts) != 2 or scale not in ("lin", "log"):
             raise SweepError(f"--range expects FIELD=LOW:HIGH[:log|lin], got {item!r}")
-        kind = _field_type(name)
-        if kind is str:
+        if _field_type(name) is str:
             raise SweepError(f"--range {name}: only numeric fields have ranges; use --grid")
         low, high = (_parse_value(name, p.strip()) for p in parts)
-        if not low <= high:
-            raise SweepError(f"--range {name}: low {low} is above high {high}")
-        if scale == "log" and low <= 0:
-            raise SweepError(f"--range {name}: a log range needs low > 0")
-        ranges[name] = (low, high, scale)
+        ranges[name] = check_range(name, (low, high, scale))
     return ranges
+
+
+def check_range(name: str, spec) -> tuple:
+    """(low, high, "lin"|"log") with low <= high (and low > 0 for log), or SweepError."""
+    kind = _field_type(name)
+    try:
+        low, high, scale = spec
+    except (TypeError, ValueError):
+        raise SweepError(f"range of {name} must be (low, high, 'lin' or 'log')") from None
+    if kind is str or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                              and math.isfinite(x) for x in (low, high)):
+        raise SweepError(f"range of {name}: low and high must be finite numbers")
+    if scale not in ("lin", "log"):
+        raise SweepError(f"range of {name}: scale must be 'lin' or 'log', got {scale!r}")
+    if not low <= high:
+        raise SweepError(f"range of {name}: low {low} is above high {high}")
+    if scale == "log" and low <= 0:
+        raise SweepError(f"range of {name}: a log range needs low > 0")
+    return kind(low), kind(high), scale
 
 
 def draw_setting(ranges: dict[str, tuple], rng: random.Random) -> dict:
@@ -135,9 +149,14 @@ def draw_setting(ranges: dict[str, tuple], rng: random.Random) -> dict:
 def make_settings(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = None,
                   n_random: int = 0, search_seed: int = 0) -> list[dict]:
     """Every grid point, crossed with n_random draws from the ranges (if any)."""
-    grid, ranges = grid or {}, ranges or {}
-    for name in list(grid) + list(ranges):
+    grid, ranges = dict(grid or {}), dict(ranges or {})
+    for name, values in grid.items():
         _field_type(name)
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not values:
+            raise SweepError(f"grid of {name} must be a non-empty list of values")
+    ranges = {name: check_range(name, spec) for name, spec in ranges.items()}
+    if not (isinstance(n_random, int) and n_random >= 0):
+        raise SweepError(f"the number of random settings must be >= 0, got {n_random!r}")
     overlap = set(grid) & set(ranges)
     if overlap:
         raise SweepError(f"{', '.join(sorted(overlap))} is both in --grid and --range")
@@ -224,6 +243,8 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
         _field_type(name)
     if not (isinstance(repeat, int) and repeat >= 1):
         raise SweepError(f"repeat must be >= 1, got {repeat!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 1):
+        raise SweepError(f"workers must be >= 1, got {workers!r}")
     settings = make_settings(grid, ranges, n_random, search_seed)
     first_seed = fixed.pop("seed", _DEFAULTS["seed"])
     data = None if data is None else os.path.abspath(os.fspath(data))
@@ -437,8 +458,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     client = None
     try:
-        if args.workers is not None and args.workers < 1:
-            raise SweepError(f"--workers must be >= 1, got {args.workers}")
+        for flag, value, least in (("--workers", args.workers, 1), ("--repeat", args.repeat, 1),
+                                   ("--random", args.random, 0)):
+            if value is not None and value < least:
+                raise SweepError(f"{flag} must be >= {least}, got {value}")
         grid, ranges = parse_grid(args.grid), parse_ranges(args.range)
         if not grid and not ranges:
             raise SweepError("nothing to sweep: give --grid FIELD=V1,V2 or --random N "

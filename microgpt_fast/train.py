@@ -342,8 +342,9 @@ def main(argv=None) -> int:
     except (ValueError, DataError, KernelError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print("error: not enough memory for this model and batch size", file=sys.stderr)
+    except MemoryError as exc:
+        print(f"error: {exc or 'not enough memory for this model and batch size'}",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly, as other filters do

@@ -42,6 +42,20 @@ class TrainingDiverged(ArithmeticError):
         self.step, self.loss = step, loss
 
 
+def _check_fits_in_memory(config: GPTConfig) -> None:
+    """Refuse, before drawing weights for minutes, a model this machine cannot hold."""
+    # the initial weights as Python floats (~32 bytes each), then params, Adam's
+    # two moments and the transposed copy, in float64 at most
+    need = config.num_params * (32 + 4 * 8)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise MemoryError(f"a model of {config.num_params:,} parameters needs about "
+                          f"{need / 2**30:.0f} GiB; this machine has {have / 2**30:.0f} GiB")
+
+
 class Trainer:
     """A dataset, a model on one engine, and the position in the step schedule.
 
@@ -60,6 +74,7 @@ class Trainer:
         full = load_dataset(self.data, self.rng)
         self._set_data(full)
         self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size).validate()
+        _check_fits_in_memory(self.config)
         self._make_model(init_params(self.config, self.rng), kernel)
 
     @classmethod

@@ -1,0 +1,500 @@
+"""Hyperparameter sweeps: python -m microgpt_fast.sweep and sweep.run().
+
+Every run of a sweep must give the very numbers that training the same setting
+directly gives, whichever executor ran it (the local process pool, a thread
+pool, a Dask cluster); failing runs are reported, not fatal; bad flags are a
+one-line error; Ctrl-C keeps the finished runs and leaves no workers behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from microgpt_fast import sweep
+from microgpt_fast.config import GPTConfig, TrainConfig
+from microgpt_fast.trainer import Trainer
+
+from helpers import cli_env
+
+# A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
+GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
+FIXED = {"steps": 60, "seed": 7, "val_fraction": 0.1}
+REPEAT = 2
+SUMMARY = re.compile(r"^(\d+) of (\d+) runs in \d+\.\d s \((\d+) ok, (\d+) failed\)"
+                     r"(; interrupted)?$")
+RUN_KEYS = {"id", "seed", "setting", "status", "final_loss", "val_loss", "seconds", "error"}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_sweep_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.sweep ARGS, in cwd, with the in-place build."""
+    return subprocess.run([sys.executable, "-m", "microgpt_fast.sweep", *map(str, args)],
+                          cwd=cwd, env=env if env is not None else cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], f"stderr: {result.stderr!r}"
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+def by_id(results):
+    return sorted(results, key=lambda r: r["id"])
+
+
+def without_seconds(results):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in by_id(results)]
+
+
+def table(stdout: str):
+    """(header cells, rows of cells, summary line) of the printed table."""
+    lines = stdout.splitlines()
+    assert set(lines[1]) == {"-"}, lines[:2]
+    split = lambda line: re.split(r" {2,}", line.strip())  # noqa: E731 (cells: 2+ spaces apart)
+    return split(lines[0]), [split(line) for line in lines[2:-1]], lines[-1]
+
+
+def direct_run(setting: dict, seed: int, fixed: dict) -> tuple[float, float | None]:
+    """final_loss (mean of the last tenth of the steps) and val_loss of training
+    the setting in this process."""
+    values = {**fixed, **setting, "seed": seed}
+    model = {k: v for k, v in values.items() if k in sweep.MODEL_FIELDS}
+    train = {k: v for k, v in values.items() if k in sweep.TRAIN_FIELDS}
+    trainer = Trainer(GPTConfig(**model), TrainConfig(**train, threads=1, num_samples=0))
+    losses = trainer.train()
+    final = float(losses[-max(1, len(losses) // 10):].mean())
+    val = trainer.evaluate() if train.get("val_fraction", 0) > 0 else None
+    return final, val
+
+
+# ---------------------------------------------------------------------------
+# The API: one result per run, the same numbers as training directly
+
+@pytest.fixture(scope="module")
+def local_sweep():
+    """sweep.run on the default local process pool, with every on_result call."""
+    calls = []
+    results = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, workers=2,
+                        on_result=lambda r, done, total: calls.append((r, done, total)))
+    return results, calls
+
+
+def test_local_pool_matches_direct_training(local_sweep):
+    results, _ = local_sweep
+    assert all(r["status"] == "ok" and r["error"] is None for r in results), results
+    for r in results:
+        final, val = direct_run(r["setting"], r["seed"], FIXED)
+        assert r["final_loss"] == final, (r, final)
+        assert r["val_loss"] == val, (r, val)
+        assert r["steps"] == FIXED["steps"]
+
+
+def test_every_setting_and_seed_is_run_once(local_sweep):
+    results, _ = local_sweep
+    seeds = [FIXED["seed"] + k for k in range(REPEAT)]
+    expected = sorted((lr, n, s) for lr in GRID["learning_rate"] for n in GRID["n_embd"]
+                      for s in seeds)
+    got = sorted((r["setting"]["learning_rate"], r["setting"]["n_embd"], r["seed"])
+                 for r in results)
+    assert got == expected
+    assert sorted(r["id"] for r in results) == list(range(len(expected)))
+    assert all(set(r["setting"]) == set(GRID) for r in results)
+    assert all(RUN_KEYS <= set(r) for r in results)
+
+
+def test_run_returns_dicts_and_calls_on_result_once_per_run(local_sweep):
+    results, calls = local_sweep
+    assert isinstance(results, list) and all(isinstance(r, dict) for r in results)
+    assert not results.interrupted
+    total = len(GRID["learning_rate"]) * len(GRID["n_embd"]) * REPEAT
+    assert len(results) == total
+    assert [done for _, done, _ in calls] == list(range(1, total + 1))
+    assert {t for _, _, t in calls} == {total}
+    # called as each run finished, in the order of the returned list
+    assert [r for r, _, _ in calls] == list(results)
+
+
+def test_thread_pool_executor_gives_same_results(local_sweep):
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        threaded = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, executor=pool)
+    assert without_seconds(threaded) == without_seconds(local_sweep[0])
+
+
+def test_dask_local_cluster_gives_same_results(local_sweep):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        on_dask = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, executor=client)
+    assert without_seconds(on_dask) == without_seconds(local_sweep[0])
+
+
+# ---------------------------------------------------------------------------
+# The command line: failures reported, table, JSON, CSV
+
+# Sorted by final loss these four come out 0.01, 0.03, 0.1, 0.003 (not grid order);
+# 1e300 diverges in float64 and n_head=3 does not divide n_embd=16.
+FAIL_ARGS = ["--grid", "learning_rate=0.003,0.01,0.03,0.1,1e300", "--grid", "n_head=4,3",
+             "--repeat", "2", "--steps", "40", "--workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def failing_cli(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    result = run_sweep_cli(FAIL_ARGS + ["--json", "a.json", "--csv", "a.csv"], cwd=tmp)
+    return result, json.loads((tmp / "a.json").read_text()), tmp / "a.csv"
+
+
+def test_failing_runs_are_reported_not_fatal(failing_cli):
+    result, record, _ = failing_cli
+    ok(result)
+    runs = record["runs"]
+    assert len(runs) == 20
+    for r in runs:
+        lr, heads = r["setting"]["learning_rate"], r["setting"]["n_head"]
+        if heads == 3:
+            assert r["status"] == "error", r
+            assert "divisible" in r["error"] and "\n" not in r["error"], r
+        elif lr == 1e300:
+            assert r["status"] == "diverged", r
+            assert r["error"] and "step" in r["error"], r
+        else:
+            assert r["status"] == "ok" and r["error"] is None, r
+            assert math.isfinite(r["final_loss"])
+        if r["status"] != "ok":
+            assert r["final_loss"] is None and r["val_loss"] is None
+    # the table lists each failure in its note column, failed settings last
+    header, rows, summary = table(result.stdout)
+    assert header[-1] == "note"
+    assert [row[header.index("runs")] for row in rows[:4]] == ["2/2"] * 4
+    notes = [row[-1] for row in rows[4:]]
+    assert len(notes) == 6
+    assert all(row[header.index("runs")] == "0/2" for row in rows[4:])
+    assert sum(n.startswith("diverged: ") for n in notes) == 1
+    assert sum(n.startswith("error: ") and "divisible" in n for n in notes) == 5
+    assert all(len(row) == len(header) - 1 for row in rows[:4])  # ok rows: no note
+    match = SUMMARY.match(summary)
+    assert match and match.groups() == ("20", "20", "8", "12", None), summary
+
+
+def test_table_sorted_by_final_loss_without_validation(failing_cli):
+    result, record, _ = failing_cli
+    _, rows, _ = table(result.stdout)
+    lrs = [float(row[1]) for row in rows[:4]]
+    assert lrs == [0.01, 0.03, 0.1, 0.003]
+    finals = [s["final_loss"] for s in record["settings"][:4]]
+    assert finals == sorted(finals)
+    assert all(s["final_loss"] is None for s in record["settings"][4:])
+
+
+def check_summary_matches_runs(result, record, loss_keys):
+    """Table rows = JSON settings, in order; mean and sample sd over the ok runs."""
+    header, rows, _ = table(result.stdout)
+    assert len(rows) == len(record["settings"])
+    for row, summary in zip(rows, record["settings"]):
+        for i, name in enumerate(record["swept"]):
+            value = summary["setting"][name]
+            assert row[1 + i] == (f"{value:.4g}" if isinstance(value, float) else str(value))
+        runs = [r for r in record["runs"] if r["setting"] == summary["setting"]]
+        good = [r for r in runs if r["status"] == "ok"]
+        assert summary["runs"] == len(runs) and summary["ok"] == len(good)
+        assert row[header.index("runs")] == f"{len(good)}/{len(runs)}"
+        for key, column in loss_keys:
+            values = [r[key] for r in good]
+            if not values:
+                assert summary[key] is None and row[header.index(column)] == "-"
+                continue
+            mean = statistics.fmean(values)
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            assert summary[key] == pytest.approx(mean, rel=1e-12, abs=1e-15)
+            assert summary[key + "_sd"] == pytest.approx(sd, rel=1e-9, abs=1e-15)
+            assert row[header.index(column)] == f"{mean:.4f} ± {sd:.4f}"
+
+
+def test_mean_and_spread_match_runs(failing_cli):
+    result, record, _ = failing_cli
+    check_summary_matches_runs(result, record, [("final_loss", "final loss")])
+
+
+def test_json_holds_every_run(failing_cli):
+    _, record, _ = failing_cli
+    assert record["swept"] == ["learning_rate", "n_head"]
+    assert record["fixed"] == {"steps": 40}
+    assert record["interrupted"] is False
+    runs = record["runs"]
+    assert [r["id"] for r in runs] == list(range(20))
+    for r in runs:
+        assert RUN_KEYS <= set(r), r
+        assert r["seed"] in (42, 43)
+        assert r["seconds"] is not None and r["seconds"] >= 0
+    points = {(r["setting"]["learning_rate"], r["setting"]["n_head"], r["seed"]) for r in runs}
+    assert len(points) == 20
+    assert len(record["settings"]) == 10
+    for s in record["settings"]:
+        assert {"setting", "runs", "ok", "final_loss", "final_loss_sd", "val_loss",
+                "val_loss_sd", "seconds_per_run", "failure"} <= set(s)
+
+
+def test_csv_one_row_per_run(failing_cli):
+    _, record, csv_path = failing_cli
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "seed", "learning_rate", "n_head", "status", "final_loss",
+                       "val_loss", "seconds", "error"]
+    assert len(rows) == 1 + len(record["runs"])
+    for row, run in zip(rows[1:], record["runs"]):
+        assert int(row[0]) == run["id"] and int(row[1]) == run["seed"]
+        assert float(row[2]) == run["setting"]["learning_rate"]
+        assert int(row[3]) == run["setting"]["n_head"]
+        assert row[4] == run["status"]
+        assert row[5] == ("" if run["final_loss"] is None else repr(run["final_loss"]))
+        assert row[6] == ""
+        assert row[8] == (run["error"] or "")
+
+
+def test_table_sorted_by_validation_loss(tmp_path):
+    """With a validation split the rank follows val loss, which here orders the
+    settings differently from final loss."""
+    result = ok(run_sweep_cli(["--grid", "learning_rate=0.003,0.01,0.03,0.1", "--repeat", "2",
+                               "--steps", "40", "--val-fraction", "0.2", "--workers", "2",
+                               "--json", "b.json"], cwd=tmp_path))
+    record = json.loads((tmp_path / "b.json").read_text())
+    settings = record["settings"]
+    vals = [s["val_loss"] for s in settings]
+    assert vals == sorted(vals)
+    finals = [s["final_loss"] for s in settings]
+    assert finals != sorted(finals)  # else this test could not tell the two orders apart
+    _, rows, summary = table(result.stdout)
+    assert [float(row[1]) for row in rows] == [s["setting"]["learning_rate"] for s in settings]
+    assert all(r["status"] == "ok" and r["val_loss"] is not None for r in record["runs"])
+    check_summary_matches_runs(result, record, [("final_loss", "final loss"),
+                                                ("val_loss", "val loss")])
+    assert SUMMARY.match(summary).groups() == ("8", "8", "8", "0", None)
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    ok(run_sweep_cli(["--random", "3", "--range", "learning_rate=1e-3:1e-1:log",
+                      "--grid", "n_head=2,4", "--steps", "20", "--workers", "2",
+                      "--plot", "s.png"], cwd=tmp_path))
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG
+
+
+def test_plot_without_matplotlib_is_one_line_error(tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
+    env = cli_env()
+    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--plot", "s.png"],
+                           cwd=tmp_path, env=env)
+    assert_one_line_error(result, "pip install", "--plot")
+    assert not (tmp_path / "s.png").exists()
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one line, exit 2 (CLI); SweepError, a ValueError (API)
+
+BAD_ARGS = {
+    "grid-no-equals": (["--grid", "learning_rate"], ["learning_rate"]),
+    "grid-no-values": (["--grid", "learning_rate="], ["learning_rate"]),
+    "grid-empty-value": (["--grid", "learning_rate=0.1,,0.2"], ["learning_rate"]),
+    "grid-unknown-field": (["--grid", "nope=1,2"], ["nope"]),
+    "grid-not-int": (["--grid", "n_embd=1.5"], ["n_embd", "1.5"]),
+    "range-low-above-high": (["--range", "learning_rate=1:0.1", "--random", "2"],
+                             ["learning_rate"]),
+    "range-log-from-zero": (["--range", "learning_rate=0:1:log", "--random", "2"],
+                            ["learning_rate"]),
+    "range-bad-scale": (["--range", "learning_rate=0.1:1:cubic", "--random", "2"],
+                        ["learning_rate"]),
+    "range-without-random": (["--range", "learning_rate=0.1:1"], ["--random"]),
+    "random-without-range": (["--random", "5"], ["--range"]),
+    "nothing-to-sweep": ([], ["--grid"]),
+    "workers-0": (["--grid", "learning_rate=0.01", "--workers", "0"], ["--workers"]),
+    "repeat-0": (["--grid", "learning_rate=0.01", "--repeat", "0"], ["repeat"]),
+    "missing-data": (["--grid", "learning_rate=0.01", "--data", "missing.txt"],
+                     ["missing.txt"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGS))
+def test_cli_bad_input_is_one_line_error(tmp_path, case):
+    args, words = BAD_ARGS[case]
+    assert_one_line_error(run_sweep_cli(args + ["--steps", "5"], cwd=tmp_path), *words)
+
+
+def test_cli_invalid_value_of_a_run_is_a_failed_run(tmp_path):
+    """dtype=float16 passes the grid's syntax; the run itself rejects it."""
+    result = run_sweep_cli(["--grid", "dtype=float16,float64", "--steps", "5", "--workers", "2",
+                            "--json", "d.json"], cwd=tmp_path)
+    ok(result)
+    record = json.loads((tmp_path / "d.json").read_text())
+    runs = {r["setting"]["dtype"]: r for r in record["runs"]}
+    assert runs["float16"]["status"] == "error"
+    assert "dtype" in runs["float16"]["error"] and "float16" in runs["float16"]["error"]
+    assert runs["float64"]["status"] == "ok"
+    _, rows, _ = table(result.stdout)
+    assert rows[-1][1] == "float16" and rows[-1][-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: sweep.parse_grid(["learning_rate"]),
+    lambda: sweep.parse_grid(["learning_rate="]),
+    lambda: sweep.parse_grid(["learning_rate=0.1,,0.2"]),
+    lambda: sweep.parse_grid(["nope=1,2"]),
+    lambda: sweep.parse_grid(["n_embd=1.5"]),
+    lambda: sweep.parse_grid(["steps=5", "steps=6"]),
+    lambda: sweep.parse_ranges(["learning_rate=1:0.1"]),
+    lambda: sweep.parse_ranges(["learning_rate=0:1:log"]),
+    lambda: sweep.parse_ranges(["learning_rate=0.1:1:cubic"]),
+    lambda: sweep.parse_ranges(["dtype=a:b"]),
+    lambda: sweep.make_settings(ranges={"learning_rate": (0.1, 1.0, "lin")}),
+    lambda: sweep.make_settings({"steps": [5]}, n_random=5),
+    lambda: sweep.make_settings({"steps": [5]}, {"steps": (1, 5, "lin")}, n_random=2),
+    lambda: sweep.run({"nope": [1]}),
+    lambda: sweep.run({"steps": [5]}, fixed={"threads": 2}),
+    lambda: sweep.run({"steps": [5]}, repeat=0),
+], ids=["grid-no-equals", "grid-no-values", "grid-empty-value", "grid-unknown-field",
+        "grid-not-int", "grid-field-twice", "range-low-above-high", "range-log-from-zero",
+        "range-bad-scale", "range-not-numeric", "range-without-random", "random-without-range",
+        "grid-and-range", "run-unknown-field", "run-unknown-fixed", "run-repeat-0"])
+def test_api_bad_input_raises_sweep_error(call):
+    with pytest.raises(sweep.SweepError) as info:
+        call()
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ranges", [
+    {"learning_rate": (1.0, 0.1, "lin")},
+    {"learning_rate": (0.0, 1.0, "log")},
+    {"learning_rate": (0.1, 1.0, "cubic")},
+], ids=["low-above-high", "log-from-zero", "bad-scale"])
+def test_api_run_rejects_invalid_ranges(ranges):
+    """run() takes ranges as a dict; the checks that --range gets must hold there too."""
+    with cf.ThreadPoolExecutor(max_workers=1) as pool:  # cheap if the sweep does start
+        with pytest.raises(sweep.SweepError):
+            sweep.run(ranges=ranges, n_random=2, fixed={"steps": 2}, executor=pool)
+
+
+# ---------------------------------------------------------------------------
+# Random search
+
+def test_random_draws_inside_ranges_deterministic_per_search_seed():
+    ranges = sweep.parse_ranges(["learning_rate=1e-4:1e-1:log", "n_layer=1:4",
+                                 "beta2=0.9:0.999", "n_embd=8:64:log"])
+    assert ranges["n_layer"] == (1, 4, "lin") and ranges["learning_rate"][2] == "log"
+    draws = sweep.make_settings(ranges=ranges, n_random=200, search_seed=3)
+    assert len(draws) == 200
+    for d in draws:
+        assert 1e-4 <= d["learning_rate"] <= 1e-1 and d["learning_rate"] > 0
+        assert 0.9 <= d["beta2"] <= 0.999
+        assert type(d["n_layer"]) is int and 1 <= d["n_layer"] <= 4
+        assert type(d["n_embd"]) is int and 8 <= d["n_embd"] <= 64
+    assert {d["n_layer"] for d in draws} == {1, 2, 3, 4}
+    # log-uniform: about half of the draws below the geometric midpoint 1e-2.5
+    below = sum(d["learning_rate"] < 10 ** -2.5 for d in draws)
+    assert 60 <= below <= 140, below
+    assert sweep.make_settings(ranges=ranges, n_random=200, search_seed=3) == draws
+    assert sweep.make_settings(ranges=ranges, n_random=200, search_seed=4) != draws
+
+
+def test_cli_random_search_crossed_with_grid(tmp_path):
+    args = ["--random", "3", "--range", "learning_rate=1e-3:1e-1:log", "--range", "n_layer=1:2",
+            "--grid", "n_head=2,4", "--steps", "20", "--workers", "2"]
+    ok(run_sweep_cli(args + ["--search-seed", "5", "--json", "r5.json"], cwd=tmp_path))
+    ok(run_sweep_cli(args + ["--search-seed", "6", "--json", "r6.json"], cwd=tmp_path))
+    runs5 = json.loads((tmp_path / "r5.json").read_text())["runs"]
+    runs6 = json.loads((tmp_path / "r6.json").read_text())["runs"]
+    assert len(runs5) == len(runs6) == 2 * 3
+    ranges = {"learning_rate": (1e-3, 1e-1, "log"), "n_layer": (1, 2, "lin")}
+    expected = sweep.make_settings({"n_head": [2, 4]}, ranges, n_random=3, search_seed=5)
+    assert [r["setting"] for r in runs5] == expected
+    assert all(r["status"] == "ok" for r in runs5 + runs6)
+    assert [r["setting"] for r in runs6] != expected
+    # the same three draws under each grid point
+    draws = [{k: v for k, v in r["setting"].items() if k != "n_head"} for r in runs5]
+    assert draws[:3] == draws[3:] and len({json.dumps(d) for d in draws}) == 3
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C
+
+def test_ctrl_c_keeps_finished_runs_and_leaves_no_workers(tmp_path):
+    psutil = None
+    try:
+        import psutil
+    except ImportError:
+        pass  # the check for orphaned workers needs psutil; the rest runs without
+    total = 300
+    args = [sys.executable, "-m", "microgpt_fast.sweep", "--grid", "learning_rate=0.01",
+            "--repeat", str(total), "--steps", "3000", "--workers", "2", "--json", "i.json"]
+    # its own process group, signalled as a terminal's Ctrl-C signals it (workers too);
+    # SIGINT restored, as a shell that runs pytest in the background ignores it
+    proc = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    alive = []
+    try:
+        time.sleep(3.0)
+        children = psutil.Process(proc.pid).children(recursive=True) if psutil else []
+        assert proc.poll() is None, "the sweep ended before Ctrl-C; make it longer"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)  # not communicate(): orphaned workers would hold the pipes open
+        if psutil:
+            assert len(children) >= 2, children  # the two workers (and a resource tracker)
+            deadline = time.monotonic() + 15
+            while True:
+                alive = []
+                for child in children:
+                    try:
+                        if child.status() != psutil.STATUS_ZOMBIE:
+                            alive.append(child)
+                    except psutil.NoSuchProcess:
+                        pass
+                if not alive or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            alive = [" ".join(c.cmdline()) for c in alive]
+    finally:
+        try:  # leave nothing of this sweep to the rest of the suite
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    match = SUMMARY.match(out.splitlines()[-1])
+    assert match, out
+    done = int(match.group(1))
+    assert 1 <= done < total and int(match.group(2)) == total and match.group(5), out
+    record = json.loads((tmp_path / "i.json").read_text())
+    assert record["interrupted"] is True
+    assert len(record["runs"]) == done
+    assert all(r["status"] == "ok" and r["final_loss"] is not None for r in record["runs"])
+    assert len({r["id"] for r in record["runs"]}) == done
+    assert not alive, f"workers left running after the sweep exited: {alive}"
