@@ -125,9 +125,11 @@ def check_writable(flag: str, path: str | None) -> None:
 
 
 def check_args(args) -> None:
-    for flag, value, least in (("--log-every", args.log_every, 1), ("--eval-every", args.eval_every, 0),
+    for flag, value, least in (("--log-every", args.log_every, 1),
+                               ("--eval-every", args.eval_every, 0),
                                ("--save-every", args.save_every, 0),
-                               ("--eval-docs", args.eval_docs, 1), ("--stop-at", args.stop_at, 1)):
+                               ("--eval-docs", args.eval_docs, 1),
+                               ("--stop-at", args.stop_at, 1)):
         if value is not None and value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
     if args.save_every and not args.save:

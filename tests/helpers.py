@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,35 @@ def assert_cli_error(result, *words, code: int = 2) -> str:
     for word in words:
         assert word in lines[0], (word, lines[0])
     return lines[0]
+
+
+def env_without_matplotlib(tmp_path) -> dict:
+    """cli_env() with a stand-in matplotlib first on the path that fails to import."""
+    hide = Path(tmp_path) / "hide"
+    hide.mkdir(exist_ok=True)
+    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
+    env = cli_env()
+    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    return env
+
+
+def interrupt_training(args, cwd, seconds: float) -> tuple[int, str, str]:
+    """Start `python -m microgpt_fast.train ARGS`, wait for its header and then
+    `seconds` more, send SIGINT; returns (exit code, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt_fast.train", *map(str, args)],
+                            cwd=cwd, env=cli_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        header = []
+        while not any(line.startswith("num params") for line in header):
+            line = proc.stdout.readline()
+            assert line, f"no header; stderr: {proc.stderr.read()}"
+            header.append(line)
+        time.sleep(seconds)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(header) + stdout, stderr

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import cli_env
+from helpers import cli_env, env_without_matplotlib
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
@@ -52,11 +52,7 @@ def test_bench_plot(tmp_path):
 
 def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
     """With matplotlib hidden, --plot says how to install it."""
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
-    env = cli_env()
-    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    env = env_without_matplotlib(tmp_path)
     result = subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *QUICK, "--no-exact",
                              "--plot", "b.png"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)

@@ -10,7 +10,6 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from microgpt_fast.progress import Progress, format_seconds
 
-from helpers import cli_env
+from helpers import cli_env, interrupt_training
 
 CLEAR = "\r\033[K"
 
@@ -192,20 +191,8 @@ def test_cli_no_progress_into_a_pipe(tmp_path):
 
 def test_cli_long_run_into_a_pipe_has_no_progress(tmp_path):
     """The real CLI, unpatched, for longer than its 2 s delay, stderr on a pipe."""
-    proc = subprocess.Popen([sys.executable, "-m", "microgpt_fast.train", "--steps", "100000000",
-                             "--quiet", "--num-samples", "0"], cwd=tmp_path,
-                            env=cli_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while not proc.stdout.readline().startswith("num params"):
-            assert proc.poll() is None, proc.stderr.read()
-        time.sleep(2.6)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    code, _, stderr = interrupt_training(["--steps", "100000000", "--quiet", "--num-samples",
+                                          "0"], tmp_path, 2.6)
+    assert code == 130, stderr
     assert "\r" not in stderr and "steps/s" not in stderr and "\033" not in stderr
     assert re.fullmatch(r"interrupted at step \d+ of 100000000\n", stderr), stderr

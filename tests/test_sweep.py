@@ -26,7 +26,7 @@ from microgpt_fast import sweep
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer
 
-from helpers import cli_env
+from helpers import cli_env, env_without_matplotlib
 
 # A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
 GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
@@ -305,11 +305,7 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_plot_without_matplotlib_is_one_line_error(tmp_path):
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
-    env = cli_env()
-    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    env = env_without_matplotlib(tmp_path)
     result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--plot", "s.png"],
                            cwd=tmp_path, env=env)
     assert_one_line_error(result, "pip install", "--plot")

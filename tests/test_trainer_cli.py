@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from microgpt_fast import (GPTConfig, TrainConfig, Trainer, TrainingDiverged, load_checkpoint,
                            read_checkpoint)
 
-from helpers import SMALL, assert_cli_error, cli_env, run_cli
+from helpers import SMALL, assert_cli_error, env_without_matplotlib, interrupt_training, run_cli
 
 # ---------------------------------------------------------------------------
 # Bad input: one error line, exit 2, nothing trained
@@ -138,11 +136,7 @@ def test_plot_loss_writes_png(tmp_path):
 
 
 def test_plot_loss_without_matplotlib_fails_before_training(tmp_path):
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
-    env = cli_env()
-    env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
+    env = env_without_matplotlib(tmp_path)
     result = subprocess.run([sys.executable, "-m", "microgpt_fast.train", *SMALL, "--steps", "40",
                              "--plot-loss", "loss.png", "--save", "run.npz"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60)
@@ -155,25 +149,9 @@ def test_plot_loss_without_matplotlib_fails_before_training(tmp_path):
 # Ctrl-C
 
 def test_ctrl_c_saves_and_exits_130_then_resumes(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "microgpt_fast.train", "--steps", "10000000", "--quiet",
-         "--num-samples", "0", "--save", "run.npz"],
-        cwd=tmp_path, env=cli_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        header = []
-        while not any(line.startswith("num params") for line in header):
-            line = proc.stdout.readline()
-            assert line, f"no header; stderr: {proc.stderr.read()}"
-            header.append(line)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, (proc.returncode, stderr)
+    code, stdout, stderr = interrupt_training(["--steps", "10000000", "--quiet", "--num-samples",
+                                               "0", "--save", "run.npz"], tmp_path, 0.5)
+    assert code == 130, (code, stderr)
     assert "Traceback" not in stderr
     match = re.search(r"^interrupted at step (\d+) of 10000000; saved run\.npz$", stderr, re.M)
     assert match, stderr
