@@ -109,11 +109,12 @@ def assert_cli_error(result, *words, code: int = 2) -> str:
     return lines[0]
 
 
-def env_without_matplotlib(tmp_path) -> dict:
-    """cli_env() with a stand-in matplotlib first on the path that fails to import."""
+def env_without(tmp_path, module: str) -> dict:
+    """cli_env() with a stand-in for an optional module, first on the path, that
+    fails to import (as when the extra providing it is not installed)."""
     hide = Path(tmp_path) / "hide"
     hide.mkdir(exist_ok=True)
-    (hide / "matplotlib.py").write_text("raise ImportError('hidden for the test')\n")
+    (hide / f"{module}.py").write_text("raise ImportError('hidden for the test')\n")
     env = cli_env()
     env["PYTHONPATH"] = f"{hide}:{env['PYTHONPATH']}"
     return env

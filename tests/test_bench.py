@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import cli_env, env_without_matplotlib
+from helpers import cli_env, env_without
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
@@ -52,7 +52,7 @@ def test_bench_plot(tmp_path):
 
 def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
     """With matplotlib hidden, --plot says how to install it."""
-    env = env_without_matplotlib(tmp_path)
+    env = env_without(tmp_path, "matplotlib")
     result = subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *QUICK, "--no-exact",
                              "--plot", "b.png"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)

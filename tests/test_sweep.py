@@ -26,7 +26,7 @@ from microgpt_fast import sweep
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer
 
-from helpers import cli_env, env_without_matplotlib
+from helpers import cli_env, env_without
 
 # A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
 GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
@@ -151,6 +151,28 @@ def test_dask_local_cluster_gives_same_results(local_sweep):
             distributed.Client(cluster) as client:
         on_dask = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, executor=client)
     assert without_seconds(on_dask) == without_seconds(local_sweep[0])
+
+
+def test_cli_dask_scheduler_gives_same_results_as_local_pool(tmp_path, local_sweep):
+    """--dask ADDRESS sends the runs to a running scheduler (here a LocalCluster's)."""
+    distributed = pytest.importorskip("distributed")
+    grid = [f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]
+    flags = grid + ["--repeat", REPEAT, "--steps", FIXED["steps"], "--seed", FIXED["seed"],
+                    "--val-fraction", FIXED["val_fraction"]]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        result = ok(run_sweep_cli(flags + ["--dask", cluster.scheduler_address,
+                                           "--json", "dask.json"], cwd=tmp_path))
+    assert f"on Dask scheduler {cluster.scheduler_address}" in result.stderr
+    runs = json.loads((tmp_path / "dask.json").read_text())["runs"]
+    assert without_seconds(runs) == without_seconds(local_sweep[0])
+
+
+def test_cli_dask_without_distributed_is_one_line_error(tmp_path):
+    env = env_without(tmp_path, "distributed")
+    result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--dask",
+                            "tcp://127.0.0.1:8786"], cwd=tmp_path, env=env)
+    assert_one_line_error(result, "pip install", "dask")
 
 
 # ---------------------------------------------------------------------------
@@ -305,7 +327,7 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_plot_without_matplotlib_is_one_line_error(tmp_path):
-    env = env_without_matplotlib(tmp_path)
+    env = env_without(tmp_path, "matplotlib")
     result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--plot", "s.png"],
                            cwd=tmp_path, env=env)
     assert_one_line_error(result, "pip install", "--plot")

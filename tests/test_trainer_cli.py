@@ -18,7 +18,7 @@ import pytest
 from microgpt_fast import (GPTConfig, TrainConfig, Trainer, TrainingDiverged, load_checkpoint,
                            read_checkpoint)
 
-from helpers import SMALL, assert_cli_error, env_without_matplotlib, interrupt_training, run_cli
+from helpers import SMALL, assert_cli_error, env_without, interrupt_training, run_cli
 
 # ---------------------------------------------------------------------------
 # Bad input: one error line, exit 2, nothing trained
@@ -136,7 +136,7 @@ def test_plot_loss_writes_png(tmp_path):
 
 
 def test_plot_loss_without_matplotlib_fails_before_training(tmp_path):
-    env = env_without_matplotlib(tmp_path)
+    env = env_without(tmp_path, "matplotlib")
     result = subprocess.run([sys.executable, "-m", "microgpt_fast.train", *SMALL, "--steps", "40",
                              "--plot-loss", "loss.png", "--save", "run.npz"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60)
