@@ -320,12 +320,17 @@ cdef void _plan_step(const Dims* d, const long long* starts, const long long* do
     for b in range(B):
         i = doc_ids[b]
         doc_rows[b + 1] = doc_rows[b] + <int>min(<long long>d.T, starts[i + 1] - starts[i])
+    cdef long long target
     bounds[0] = 0
     b = 0
     for th in range(1, n_threads):
-        # the first document that starts at or after th / n_threads of the rows
-        while b < B and <long long>doc_rows[b] * n_threads < <long long>doc_rows[B] * th:
+        # the document boundary nearest to th / n_threads of the rows
+        target = <long long>doc_rows[B] * th
+        while b < B and <long long>doc_rows[b] * n_threads < target:
             b += 1
+        if b > 0 and (target - <long long>doc_rows[b - 1] * n_threads
+                      < <long long>doc_rows[b] * n_threads - target):
+            b -= 1
         bounds[th] = max(bounds[th - 1] + 1, min(b, B - (n_threads - th)))
     bounds[n_threads] = B
 
