@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -140,3 +142,31 @@ def interrupt_training(args, cwd, seconds: float) -> tuple[int, str, str]:
             proc.kill()
             proc.wait()
     return proc.returncode, "".join(header) + stdout, stderr
+
+
+def run_on_tty(cmd, cwd, timeout=60) -> tuple[int, bytes, str]:
+    """Run cmd with stderr on a pseudo-terminal: (exit code, stderr bytes, stdout)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, b"".join(chunks), stdout.decode()

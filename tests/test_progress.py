@@ -6,19 +6,15 @@ command-line tests run training with stderr on a pipe or on a pseudo-terminal.
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
 import subprocess
 import sys
-import time
 
 import pytest
 
 from microgpt_fast.progress import Progress, format_seconds
 
-from helpers import cli_env, interrupt_training
+from helpers import cli_env, interrupt_training, run_on_tty
 
 CLEAR = "\r\033[K"
 
@@ -133,34 +129,6 @@ NO_DELAY = ("import functools, sys\n"
             "train.Progress = functools.partial(train.Progress, delay=0.0, interval=0.0)\n"
             "sys.exit(train.main(sys.argv[1:]))\n")
 ARGS = ["--steps", "3000", "--quiet", "--num-samples", "0"]
-
-
-def run_on_tty(cmd, cwd, timeout=60) -> tuple[int, bytes, str]:
-    """Run cmd with stderr on a pseudo-terminal: (exit code, stderr bytes, stdout)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        stdout = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, b"".join(chunks), stdout.decode()
 
 
 def test_cli_progress_shows_on_a_terminal(tmp_path):

@@ -26,7 +26,7 @@ from microgpt_fast import sweep
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer
 
-from helpers import cli_env, env_without
+from helpers import cli_env, env_without, run_on_tty
 
 # A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
 GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
@@ -516,3 +516,26 @@ def test_ctrl_c_keeps_finished_runs_and_leaves_no_workers(tmp_path):
     assert all(r["status"] == "ok" and r["final_loss"] is not None for r in record["runs"])
     assert len({r["id"] for r in record["runs"]}) == done
     assert not alive, f"workers left running after the sweep exited: {alive}"
+
+
+# ---------------------------------------------------------------------------
+# The live progress line: on a terminal only
+
+SWEEP = [sys.executable, "-m", "microgpt_fast.sweep", "--grid", "learning_rate=0.003,0.01,0.03",
+         "--repeat", "2", "--steps", "50", "--workers", "2"]
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    code, err, out = run_on_tty(SWEEP, tmp_path)
+    assert code == 0, err
+    lines = re.findall(rb"\r\x1b\[K\[(\d+)/6\] \d+\.\d s \| best \d\.\d{4} learning_rate=", err)
+    assert [int(n) for n in lines] == list(range(1, 7)), err
+    assert "6 of 6 runs" in out
+
+
+def test_no_progress_line_with_flag_or_pipe(tmp_path):
+    code, err, out = run_on_tty(SWEEP + ["--no-progress"], tmp_path)
+    assert code == 0 and b"\x1b[K" not in err and b"[1/6]" not in err, err
+    piped = subprocess.run(SWEEP, cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                           timeout=120)
+    assert piped.returncode == 0 and "\r" not in piped.stderr and "[1/6]" not in piped.stderr
