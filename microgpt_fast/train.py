@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -244,7 +245,9 @@ def run(args, out) -> dict:
             raise KeyboardInterrupt
         trainer.request_stop()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # Ctrl-C asks for a stop at the end of the chunk (signals reach the main thread only)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         while trainer.step < stop_at:
             boundary = stop_at
@@ -266,7 +269,8 @@ def run(args, out) -> dict:
         raise SystemExit(f"error: {exc}: training diverged (try a lower --learning-rate)"
                          f"{kept}") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
         progress.clear()
     interrupted = trainer.step < stop_at
     if val is not None and not interrupted and trainer.step > first_step and not (
