@@ -126,7 +126,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory: {path}")
+    try:
+        with open(path, "rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     if not zipfile.is_zipfile(path):
+        if zip_start:  # a zip whose directory at the end is gone: cut short
+            raise CheckpointError(f"checkpoint {path} is damaged or truncated "
+                                  "(its zip directory is missing)")
         raise CheckpointError(f"not a checkpoint (not an .npz file): {path}")
     try:
         with np.load(path, allow_pickle=False) as npz:
