@@ -170,7 +170,8 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
     cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=n_embd)
     result = {}
     print(f"\nbreakdown: {dtype}, batch {batch}, n_embd {n_embd}, {threads} thread(s), "
-          f"{steps} steps; us per step, summed over threads", file=out)
+          f"{steps} steps; us per step, summed over threads (then each thread's time in "
+          f"its documents, phase 1, and its weight blocks, phase 2)", file=out)
     for name in variants:
         kernel = load_kernel(f"{name}_prof")
         model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), dtype, threads, batch,
@@ -186,6 +187,12 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
         result[name] = {phase: {g: t / n * 1e6 for g, t in times[phase].items()}
                         for phase in ("forward", "backward")}
         result[name].update({"adam": times["adam"] / n * 1e6, "wall_us_per_step": wall})
+        # each thread's share of the two phases of a step: how well the load is balanced
+        for th in range(model.threads):
+            mine = model.op_times(thread=th)
+            result[name][f"thread {th} documents"] = (sum(mine["forward"].values())
+                                                      + sum(mine["backward"].values())) / n * 1e6
+            result[name][f"thread {th} weights"] = mine["adam"] / n * 1e6
     names = list(variants)
     print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
     for phase in ("forward", "backward"):
@@ -194,6 +201,10 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
                   + "".join(f"{result[v][phase][g]:>10.2f}" for v in names), file=out)
     print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>10.2f}" for v in names),
           file=out)
+    for th in range(min(threads, batch)):
+        for part in ("documents", "weights"):
+            key = f"thread {th} {part}"
+            print(f"{key:<22}" + "".join(f"{result[v][key]:>10.2f}" for v in names), file=out)
     print(f"{'wall us/step':<22}" + "".join(f"{result[v]['wall_us_per_step']:>10.2f}"
                                                for v in names), file=out)
     return result

@@ -150,11 +150,12 @@ class CompiledGPT:
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
 
-    def op_times(self, reset: bool = False) -> dict:
-        """Seconds spent per op group since the last reset, summed over threads:
-        {"forward": {group: s}, "backward": {group: s}, "adam": s}. Only the
-        profiling variants ("<variant>_prof") time anything; elsewhere all are 0."""
-        fwd, bwd, adam = self._ws.read_timers()
+    def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
+        """Seconds spent per op group since the last reset, summed over threads (or
+        of thread `thread` alone): {"forward": {group: s}, "backward": {group: s},
+        "adam": s}. Only the profiling variants ("<variant>_prof") time anything;
+        elsewhere all are 0."""
+        fwd, bwd, adam = self._ws.read_timers(thread)
         groups = self._k.TIMER_GROUPS
         if reset:
             self._ws.reset_timers()

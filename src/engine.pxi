@@ -195,14 +195,16 @@ cdef class Workspace:
     def threads(self):
         return self.n_threads
 
-    def read_timers(self):
-        """Seconds per op group, summed over threads: (forward, backward) lists in
-        TIMER_GROUPS order, and Adam's. All zero unless profiling_enabled()."""
+    def read_timers(self, thread=None):
+        """Seconds per op group, summed over threads (or of one thread): (forward,
+        backward) lists in TIMER_GROUPS order, and Adam's. All zero unless
+        profiling_enabled()."""
         cdef int th, g
         total = [0.0] * N_TIMERS
         for th in range(self.n_threads):
-            for g in range(N_TIMERS):
-                total[g] += self.timers[th * N_TIMERS + g]
+            if thread is None or th == thread:
+                for g in range(N_TIMERS):
+                    total[g] += self.timers[th * N_TIMERS + g]
         n = len(TIMER_GROUPS)
         return total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM]
 
