@@ -35,6 +35,14 @@ def test_bench_table_json_csv_and_breakdown(tmp_path):
     assert exact["us_per_step"] > 0 and exact["speedup_doc"] > 1 and exact["gflops"] > 0
     with open(tmp_path / "b.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
+    # each thread's two phases: they add up to the op groups summed over threads
+    parts = json.loads((tmp_path / "b.json").read_text())["breakdown"]["generic"]
+    threads = sorted({k.split()[1] for k in parts if k.startswith("thread ")})
+    assert threads and "thread 0 documents" in out
+    by_thread = sum(parts[f"thread {th} {p}"] for th in threads for p in ("documents", "weights"))
+    by_group = (sum(parts["forward"].values()) + sum(parts["backward"].values())
+                + parts["adam"])
+    assert by_thread == pytest.approx(by_group, rel=1e-9)
 
 
 def test_bench_unknown_variant_is_one_line_error(tmp_path):
