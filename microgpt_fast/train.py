@@ -241,7 +241,7 @@ def run(args, out) -> dict:
         chunk_start[0] = time.perf_counter()
 
     def on_sigint(signum, frame):
-        if trainer._stop_requested:  # a second Ctrl-C: stop now
+        if trainer.stop_requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         trainer.request_stop()
 

@@ -181,6 +181,11 @@ class Trainer:
         """Ask train() to return at the end of its current chunk (safe in a signal handler)."""
         self._stop_requested = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was asked for and train() has not answered it yet."""
+        return self._stop_requested
+
     def train(self, num_steps: int | None = None, on_chunk=None) -> np.ndarray:
         """Run the next num_steps steps (default: all that remain); returns their losses,
         float64 (num_steps,), or fewer when request_stop() was called meanwhile.
