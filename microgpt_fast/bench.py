@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cli import Parser
+from .cli import Parser, check_writable
 from .config import GPTConfig, init_params
 from .data import DataError, load_dataset
 from .engine import CompiledGPT
@@ -211,8 +211,11 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
 
 
 def run(args, out=sys.stdout) -> dict:
+    # fail before the measurements, not after them
+    for flag in ("json", "csv", "plot"):
+        check_writable("--" + flag, getattr(args, flag))
     if args.plot:
-        pyplot("--plot")  # fail before the measurements, not after them
+        pyplot("--plot")
     ds = load_dataset(args.data, random.Random(42))
     variants = args.variants or available_kernels()
     for v in variants:

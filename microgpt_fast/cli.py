@@ -1,8 +1,10 @@
-"""What the command-line tools share: an argument parser whose errors are one line."""
+"""What the command-line tools share: a parser whose errors are one line, and the
+checks of their flags that run before any work."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -26,3 +28,22 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def check_at_least(*checks: tuple[str, int | None, int]) -> None:
+    """ValueError for the first (flag, value, least) whose given value is below least."""
+    for flag, value, least in checks:
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+
+
+def check_writable(flag: str, path: str | None) -> None:
+    """Fail before the work, not after it, when an output file cannot be written
+    ('-' is standard output)."""
+    if path in (None, "-"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} path is a directory: {path}")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {flag} file: {path}")

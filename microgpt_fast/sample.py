@@ -18,7 +18,7 @@ import random
 import sys
 
 from .checkpoint import CheckpointError
-from .cli import Parser
+from .cli import Parser, check_at_least
 from .kernels import VARIANTS, KernelError
 from .trainer import load_checkpoint
 
@@ -46,11 +46,8 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for flag, value in (("--num-samples", args.num_samples), ("--top-k", args.top_k),
-                            ("--max-len", args.max_len)):
-            if value is not None and value < (0 if flag == "--num-samples" else 1):
-                raise ValueError(f"{flag} must be >= {0 if flag == '--num-samples' else 1}, "
-                                 f"got {value}")
+        check_at_least(("--num-samples", args.num_samples, 0), ("--top-k", args.top_k, 1),
+                       ("--max-len", args.max_len, 1))
         if args.temperature is not None and not args.temperature > 0:
             raise ValueError(f"--temperature must be > 0, got {args.temperature}")
         trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)

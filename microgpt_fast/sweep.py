@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import fields
 
-from .cli import Parser
+from .cli import Parser, check_at_least, check_writable
 from .config import GPTConfig, TrainConfig
 from .data import DataError
 from .kernels import VARIANTS, KernelError, cpu_count
@@ -458,19 +458,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     client = None
     try:
-        for flag, value, least in (("--workers", args.workers, 1), ("--repeat", args.repeat, 1),
-                                   ("--random", args.random, 0)):
-            if value is not None and value < least:
-                raise SweepError(f"{flag} must be >= {least}, got {value}")
+        check_at_least(("--workers", args.workers, 1), ("--repeat", args.repeat, 1),
+                       ("--random", args.random, 0))
         grid, ranges = parse_grid(args.grid), parse_ranges(args.range)
         if not grid and not ranges:
             raise SweepError("nothing to sweep: give --grid FIELD=V1,V2 or --random N "
                              "with --range FIELD=LOW:HIGH")
         fixed = {name: getattr(args, name) for name in SWEEPABLE
                  if getattr(args, name) is not None}
-        for path, flag in ((args.json, "--json"), (args.csv, "--csv"), (args.plot, "--plot")):
-            if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-                raise SweepError(f"cannot write {flag} file: {path}")
+        for flag in ("json", "csv", "plot"):
+            check_writable("--" + flag, getattr(args, flag))
         if args.plot:
             from .plots import pyplot
             pyplot("--plot")

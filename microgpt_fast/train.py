@@ -29,7 +29,7 @@ import time
 from dataclasses import replace
 
 from .checkpoint import CheckpointError, read_checkpoint
-from .cli import Parser
+from .cli import Parser, check_at_least, check_writable
 from .config import DTYPES, GPTConfig, TrainConfig
 from .data import DataError
 from .kernels import VARIANTS, KernelError
@@ -114,25 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_writable(flag: str, path: str | None) -> None:
-    """Fail before training, not after it, when an output file cannot be written."""
-    if path in (None, "-"):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{flag} path is a directory: {path}")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {flag} file: {path}")
-
-
 def check_args(args) -> None:
-    for flag, value, least in (("--log-every", args.log_every, 1),
-                               ("--eval-every", args.eval_every, 0),
-                               ("--save-every", args.save_every, 0),
-                               ("--eval-docs", args.eval_docs, 1),
-                               ("--stop-at", args.stop_at, 1)):
-        if value is not None and value < least:
-            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    check_at_least(("--log-every", args.log_every, 1), ("--eval-every", args.eval_every, 0),
+                   ("--save-every", args.save_every, 0), ("--eval-docs", args.eval_docs, 1),
+                   ("--stop-at", args.stop_at, 1))
     if args.save_every and not args.save:
         raise ValueError("--save-every needs --save PATH")
     for flag in ("json", "save", "log_csv", "plot_loss"):
