@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cli import Parser, check_writable
+from .cli import Parser, check_writable, run_guarded
 from .config import GPTConfig, init_params
-from .data import DataError, load_dataset
+from .data import load_dataset
 from .engine import CompiledGPT
-from .kernels import Kernel, KernelError, available_kernels, cpu_count, load_kernel
+from .kernels import Kernel, available_kernels, cpu_count, load_kernel
 from .peak import peak_gflops
 from .plots import pyplot
 from .reference import ReferenceGPT
@@ -304,15 +304,7 @@ def run(args, out=sys.stdout) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, DataError, KernelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_guarded(lambda: run(args) and 0)
 
 
 if __name__ == "__main__":

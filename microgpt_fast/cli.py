@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,3 +48,29 @@ def check_writable(flag: str, path: str | None) -> None:
         raise ValueError(f"{flag} path is a directory: {path}")
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise ValueError(f"cannot write {flag} file: {path}")
+
+
+def run_guarded(body) -> int:
+    """body() -> exit code, with the failures every command shares turned into one
+    `error:` line: bad input (ValueError and its kinds: DataError, KernelError,
+    CheckpointError, ...), memory and file errors exit 2; a reader that went away
+    (`| head`) ends quietly with 0; Ctrl-C outside training exits 130."""
+    try:
+        return body()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print(f"error: {exc or 'not enough memory for this model and batch size'}",
+              file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -13,13 +13,11 @@ samples.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 
-from .checkpoint import CheckpointError
-from .cli import Parser, check_at_least
-from .kernels import VARIANTS, KernelError
+from .cli import Parser, check_at_least, run_guarded
+from .kernels import VARIANTS
 from .trainer import load_checkpoint
 
 
@@ -45,24 +43,20 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_at_least(("--num-samples", args.num_samples, 0), ("--top-k", args.top_k, 1),
-                       ("--max-len", args.max_len, 1))
-        if args.temperature is not None and not args.temperature > 0:
-            raise ValueError(f"--temperature must be > 0, got {args.temperature}")
-        trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)
-        rng = None if args.seed is None else random.Random(args.seed)
-        for text in trainer.sample(args.num_samples, args.temperature, args.prompt,
-                                   args.top_k, args.max_len, rng):
-            print(text)
-    except (ValueError, CheckpointError, KernelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        return 130
+    return run_guarded(lambda: command(args))
+
+
+def command(args) -> int:
+    """Print the samples the parsed args ask for; returns the exit code."""
+    check_at_least(("--num-samples", args.num_samples, 0), ("--top-k", args.top_k, 1),
+                   ("--max-len", args.max_len, 1))
+    if args.temperature is not None and not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)
+    rng = None if args.seed is None else random.Random(args.seed)
+    for text in trainer.sample(args.num_samples, args.temperature, args.prompt, args.top_k,
+                               args.max_len, rng):
+        print(text)
     return 0
 
 

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import fields
 
-from .cli import Parser, check_at_least, check_writable
+from .cli import Parser, check_at_least, check_writable, run_guarded
 from .config import GPTConfig, TrainConfig
 from .data import DataError
 from .kernels import VARIANTS, KernelError, cpu_count
@@ -456,6 +456,11 @@ def _dask_client(address: str):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: command(args))
+
+
+def command(args) -> int:
+    """Run the sweep the parsed args describe and print its table; returns the exit code."""
     client = None
     try:
         check_at_least(("--workers", args.workers, 1), ("--repeat", args.repeat, 1),
@@ -529,12 +534,6 @@ def main(argv=None) -> int:
             plot(args.plot, results, names,
                  [n for n, (_, _, scale) in ranges.items() if scale == "log"])
         return 130 if results.interrupted else 0
-    except (SweepError, ValueError, DataError, KernelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         if client is not None:
             client.close()

@@ -28,11 +28,10 @@ import threading
 import time
 from dataclasses import replace
 
-from .checkpoint import CheckpointError, read_checkpoint
-from .cli import Parser, check_at_least, check_writable
+from .checkpoint import read_checkpoint
+from .cli import Parser, check_at_least, check_writable, run_guarded
 from .config import DTYPES, GPTConfig, TrainConfig
-from .data import DataError
-from .kernels import VARIANTS, KernelError
+from .kernels import VARIANTS
 from .plots import plot_loss, pyplot
 from .progress import Progress
 from .trainer import ENGINES, Trainer, TrainingDiverged
@@ -315,39 +314,26 @@ def run(args, out) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: command(args))
+
+
+def command(args) -> int:
+    """run(), then the JSON record where --json asks for it; returns the exit code."""
     out = sys.stderr if args.json == "-" else sys.stdout
     try:
         record = run(args, out)
-        if args.json == "-":
-            json.dump(record, sys.stdout)
-            sys.stdout.write("\n")
-        elif args.json:
-            with open(args.json, "w") as f:
-                json.dump(record, f, indent=1)
-                f.write("\n")
-    except SystemExit as exc:
+    except SystemExit as exc:  # diverged (its message; exit 1) or interrupted (130)
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
             return 1
         return exc.code
-    except (ValueError, DataError, KernelError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except MemoryError as exc:
-        print(f"error: {exc or 'not enough memory for this model and batch size'}",
-              file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # the reader went away (e.g. `| head`): stop quietly, as other filters do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    if args.json == "-":
+        json.dump(record, sys.stdout)
+        sys.stdout.write("\n")
+    elif args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
     return 0
 
 
