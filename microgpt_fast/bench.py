@@ -190,9 +190,10 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
         # each thread's share of the two phases of a step: how well the load is balanced
         for th in range(model.threads):
             mine = model.op_times(thread=th)
-            result[name][f"thread {th} documents"] = (sum(mine["forward"].values())
-                                                      + sum(mine["backward"].values())) / n * 1e6
-            result[name][f"thread {th} weights"] = mine["adam"] / n * 1e6
+            busy = (sum(mine["forward"].values()) + sum(mine["backward"].values())
+                    + mine["adam"])
+            result[name][f"thread {th} documents"] = (busy - mine["weight_blocks"]) / n * 1e6
+            result[name][f"thread {th} weights"] = mine["weight_blocks"] / n * 1e6
     names = list(variants)
     print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
     for phase in ("forward", "backward"):

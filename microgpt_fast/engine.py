@@ -153,14 +153,17 @@ class CompiledGPT:
     def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
         """Seconds spent per op group since the last reset, summed over threads (or
         of thread `thread` alone): {"forward": {group: s}, "backward": {group: s},
-        "adam": s}. Only the profiling variants ("<variant>_prof") time anything;
-        elsewhere all are 0."""
-        fwd, bwd, adam = self._ws.read_timers(thread)
+        "adam": s, "weight_blocks": s}. weight_blocks is the whole second phase
+        of the steps (the weight-gradient products, which also count in their
+        backward groups, Adam and the transposed copy); the rest of the time is
+        the documents' phase. Only the profiling variants ("<variant>_prof")
+        time anything; elsewhere all are 0."""
+        fwd, bwd, adam, weight_blocks = self._ws.read_timers(thread)
         groups = self._k.TIMER_GROUPS
         if reset:
             self._ws.reset_timers()
         return {"forward": dict(zip(groups, fwd)), "backward": dict(zip(groups, bwd)),
-                "adam": adam}
+                "adam": adam, "weight_blocks": weight_blocks}
 
     def named_params(self) -> dict[str, np.ndarray]:
         """Views of params, one (rows, cols) array per matrix, in flat order."""

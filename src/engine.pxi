@@ -31,7 +31,7 @@ from embedding cimport embedding_backward
 from adam cimport adam_update
 from xent cimport softmax_temperature
 from timers cimport (lap, now, PROFILE, N_TIMERS, T_EMBED_NORM, T_PROJECTIONS, T_MLP,
-                     T_HEAD_LOSS, T_BACKWARD, T_ADAM)
+                     T_HEAD_LOSS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS)
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -197,7 +197,9 @@ cdef class Workspace:
 
     def read_timers(self, thread=None):
         """Seconds per op group, summed over threads (or of one thread): (forward,
-        backward) lists in TIMER_GROUPS order, and Adam's. All zero unless
+        backward) lists in TIMER_GROUPS order, Adam's, and the whole second
+        phase of the steps (weight blocks: their products, which also count in
+        the backward groups, Adam and the transposed copy). All zero unless
         profiling_enabled()."""
         cdef int th, g
         total = [0.0] * N_TIMERS
@@ -206,7 +208,8 @@ cdef class Workspace:
                 for g in range(N_TIMERS):
                     total[g] += self.timers[th * N_TIMERS + g]
         n = len(TIMER_GROUPS)
-        return total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM]
+        return (total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM],
+                total[T_WEIGHT_BLOCKS])
 
     def reset_timers(self):
         memset(self.timers, 0, <size_t>self.n_threads * N_TIMERS * sizeof(double))
@@ -418,11 +421,14 @@ cdef inline void _update_block(const Dims* d, const WeightBlock* b, floating* pa
                                floating* scratch, const int* row_ints, int n_rows,
                                floating lr_t, floating beta1, floating beta2, floating bias1,
                                floating bias2, floating eps, double* timers) noexcept nogil:
-    cdef double t = now() if PROFILE else 0
+    cdef double start = now() if PROFILE else 0
+    cdef double t = start
     _block_gradient(d, b, rows, scratch, row_ints, n_rows)
     t = lap(timers, b.timer, t)
     _adam_block(b, params, wt, m, v, scratch, lr_t, beta1, beta2, bias1, bias2, eps)
-    lap(timers, T_ADAM, t)
+    t = lap(timers, T_ADAM, t)
+    if PROFILE:  # the product above also counts in its op group: this is the phase's total
+        timers[T_WEIGHT_BLOCKS] += t - start
 
 
 # ---------------------------------------------------------------------------
