@@ -174,6 +174,13 @@ def make_settings(grid: dict[str, list] | None = None, ranges: dict[str, tuple] 
 
 # -- one run, in a worker -----------------------------------------------------
 
+def _result(task: dict, status: str = "ok", error: str | None = None) -> dict:
+    """A run's result before (or without) its numbers."""
+    return {"id": task["id"], "setting": task["setting"], "seed": task["seed"],
+            "status": status, "final_loss": None, "val_loss": None, "steps": None,
+            "seconds": None, "error": error}
+
+
 def run_one(task: dict) -> dict:
     """Train one setting with one seed; never raises for a failing run.
 
@@ -186,9 +193,7 @@ def run_one(task: dict) -> dict:
 
     t0 = time.perf_counter()
     values = {**task["fixed"], **task["setting"], "seed": task["seed"]}
-    result = {"id": task["id"], "setting": task["setting"], "seed": task["seed"],
-              "status": "ok", "final_loss": None, "val_loss": None, "steps": None,
-              "seconds": None, "error": None}
+    result = _result(task)
     try:
         config = GPTConfig(**{k: v for k, v in values.items() if k in MODEL_FIELDS})
         tc = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS},
@@ -200,7 +205,7 @@ def run_one(task: dict) -> dict:
         if tc.val_fraction > 0:
             result["val_loss"] = trainer.evaluate()
     except TrainingDiverged as exc:
-        result.update(status="diverged", error=f"loss {exc.loss} at step {exc.step}")
+        result.update(status="diverged", error=str(exc))
     except (ValueError, DataError, KernelError, MemoryError) as exc:
         result.update(status="error", error=str(exc) or type(exc).__name__)
     result["seconds"] = time.perf_counter() - t0
@@ -267,10 +272,8 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
                 try:
                     result = future.result()
                 except Exception as exc:  # the worker itself failed (killed, lost)
-                    result = {"id": task["id"], "setting": task["setting"],
-                              "seed": task["seed"], "status": "error", "final_loss": None,
-                              "val_loss": None, "steps": None, "seconds": None,
-                              "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")}
+                    result = _result(task, "error",
+                                     f"{type(exc).__name__}: {exc}".replace("\n", " "))
                 results.append(result)
                 if on_result is not None:
                     on_result(result, len(results), len(tasks))
@@ -288,13 +291,6 @@ class SweepResults(list):
     """The finished runs; interrupted is True when Ctrl-C stopped the sweep."""
 
     interrupted = False
-
-
-def swept_fields(results: list[dict]) -> list[str]:
-    names = []
-    for r in results:
-        names += [k for k in r["setting"] if k not in names]
-    return names
 
 
 def summarize(results: list[dict]) -> list[dict]:
