@@ -116,8 +116,15 @@ class TrainConfig:
         return asdict(self)
 
 
-def config_fields(cls) -> list[str]:
-    return [f.name for f in fields(cls)]
+def configs_from(values: dict, **train_fields) -> tuple[GPTConfig, TrainConfig]:
+    """The GPTConfig and TrainConfig of one dict of fields, each field to its own
+    class (train_fields: more TrainConfig fields); an unknown name is a ValueError."""
+    model_names = {f.name for f in fields(GPTConfig)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - model_names - train_names)
+    _require(not unknown, f"unknown config fields: {', '.join(unknown)}")
+    return (GPTConfig(**{k: v for k, v in values.items() if k in model_names}),
+            TrainConfig(**{k: v for k, v in values.items() if k in train_names}, **train_fields))
 
 
 def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:

@@ -37,7 +37,7 @@ import time
 from dataclasses import fields
 
 from .cli import Parser, check_at_least, check_writable, run_guarded
-from .config import GPTConfig, TrainConfig
+from .config import GPTConfig, TrainConfig, configs_from
 from .data import DataError
 from .kernels import VARIANTS, KernelError, cpu_count
 
@@ -195,9 +195,7 @@ def run_one(task: dict) -> dict:
     values = {**task["fixed"], **task["setting"], "seed": task["seed"]}
     result = _result(task)
     try:
-        config = GPTConfig(**{k: v for k, v in values.items() if k in MODEL_FIELDS})
-        tc = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS},
-                         threads=1, num_samples=0)
+        config, tc = configs_from(values, threads=1, num_samples=0)
         trainer = Trainer(config, tc, data=task["data"], kernel=task["kernel"])
         losses = trainer.train()
         result["steps"] = len(losses)

@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from .checkpoint import read_checkpoint
 from .cli import Parser, check_at_least, check_writable, run_guarded
-from .config import DTYPES, GPTConfig, TrainConfig
+from .config import DTYPES, GPTConfig, TrainConfig, configs_from
 from .kernels import VARIANTS
 from .plots import plot_loss, pyplot
 from .progress import Progress
@@ -134,9 +134,7 @@ def make_trainer(args) -> Trainer:
     sampling = {name: getattr(args, name) for name in ("temperature", "num_samples")
                 if getattr(args, name) is not None}  # free to change on --resume
     if not args.resume:
-        config = GPTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS})
-        tc = TrainConfig(**{k: v for k, v in given.items() if k in RUN_FLAGS},
-                         threads=args.threads, **sampling)
+        config, tc = configs_from(given, threads=args.threads, **sampling)
         return Trainer(config, tc, data=args.data, engine=args.engine, kernel=args.kernel)
     ckpt = read_checkpoint(args.resume)
     saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
