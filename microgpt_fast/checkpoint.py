@@ -171,8 +171,8 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
             raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
         return values
 
-    config = GPTConfig(**known(GPTConfig, meta["config"])).validate()
-    train_config = TrainConfig(**known(TrainConfig, meta["train_config"])).validate()
+    config = GPTConfig(**known(GPTConfig, meta["config"]))  # each validates when built
+    train_config = TrainConfig(**known(TrainConfig, meta["train_config"]))
     chars = meta["chars"]
     if (not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars)
             or len(set(chars)) != len(chars) or len(chars) + 1 != config.vocab_size):

@@ -73,7 +73,7 @@ class Trainer:
         self.rng = random.Random(tc.seed)
         full = load_dataset(self.data, self.rng)
         self._set_data(full)
-        self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size).validate()
+        self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size)
         _check_fits_in_memory(self.config)
         self._make_model(init_params(self.config, self.rng), kernel)
 
