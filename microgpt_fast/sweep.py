@@ -38,7 +38,7 @@ from dataclasses import fields
 
 from .cli import Parser, check_at_least, check_writable, run_guarded
 from .config import GPTConfig, TrainConfig, configs_from
-from .data import DataError
+from .data import DataError, load_dataset
 from .kernels import VARIANTS, KernelError, cpu_count
 
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")
@@ -471,8 +471,7 @@ def command(args) -> int:
             from .plots import pyplot
             pyplot("--plot")
         if args.data is not None:
-            from .data import read_docs
-            read_docs(args.data)  # a bad file is one error, not one per run
+            load_dataset(args.data, random.Random(0))  # a bad file is one error, not one per run
         settings = make_settings(grid, ranges, args.random, args.search_seed)
         total = len(settings) * args.repeat
         executor = None
