@@ -202,10 +202,9 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
                   + "".join(f"{result[v][phase][g]:>10.2f}" for v in names), file=out)
     print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>10.2f}" for v in names),
           file=out)
-    for th in range(min(threads, batch)):
-        for part in ("documents", "weights"):
-            key = f"thread {th} {part}"
-            print(f"{key:<22}" + "".join(f"{result[v][key]:>10.2f}" for v in names), file=out)
+    # the threads each model really ran (never more than the cores or the documents)
+    for key in [k for k in result[names[0]] if k.startswith("thread ")]:
+        print(f"{key:<22}" + "".join(f"{result[v][key]:>10.2f}" for v in names), file=out)
     print(f"{'wall us/step':<22}" + "".join(f"{result[v]['wall_us_per_step']:>10.2f}"
                                                for v in names), file=out)
     return result
@@ -305,7 +304,13 @@ def run(args, out=sys.stdout) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_guarded(lambda: run(args) and 0)
+    return run_guarded(lambda: command(args))
+
+
+def command(args) -> int:
+    """Measure and print as the parsed args say; returns the exit code."""
+    run(args)
+    return 0
 
 
 if __name__ == "__main__":

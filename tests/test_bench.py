@@ -66,3 +66,12 @@ def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "pip install" in result.stderr
+
+
+def test_breakdown_with_more_threads_than_cores(tmp_path):
+    """--threads beyond the cores: the rows are the threads that really ran."""
+    result = run_bench(["--variants", "generic", "--n-embd", "16", "--threads", "64", "--no-exact",
+                        "--throughput-docs", "32", "--repeats", "1", "--reference-steps", "0",
+                        "--breakdown"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "thread 0 documents" in result.stdout and "thread 63" not in result.stdout
