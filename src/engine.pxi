@@ -30,6 +30,7 @@ from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
 from adam cimport adam_update
 from xent cimport softmax_temperature
+from simd cimport transpose
 from timers cimport (lap, now, PROFILE, N_TIMERS, T_EMBED_NORM, T_PROJECTIONS, T_MLP,
                      T_HEAD_LOSS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS)
 
@@ -285,17 +286,8 @@ cdef void _share_blocks(const WeightBlock* blocks, int n_blocks, int n_threads, 
 
 cdef inline void _transpose_rows(floating* wt, const floating* w, int nout, int nin, int o0,
                                  int o1) noexcept nogil:
-    """Rows o0..o1-1 of w (nout, nin) into columns o0..o1-1 of wt (nin, nout).
-
-    The writes run along wt's rows; the strided reads stay within the block's
-    rows of w, which stay in cache across consecutive i.
-    """
-    cdef Py_ssize_t o, i
-    cdef floating* wt_i
-    for i in range(nin):
-        wt_i = wt + i * nout
-        for o in range(o0, o1):
-            wt_i[o] = w[o * nin + i]
+    """Rows o0..o1-1 of w (nout, nin) into columns o0..o1-1 of wt (nin, nout)."""
+    transpose(wt + o0, nout, w + <Py_ssize_t>o0 * nin, nin, o1 - o0, nin)
 
 
 def transpose_weights(Workspace ws, const floating[::1] params, floating[::1] wt):

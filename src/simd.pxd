@@ -1,4 +1,4 @@
-# The C helpers (gemm.h, vexp.h) for the fused floating type.
+# The C helpers (gemm.h, vexp.h, transpose.h) for the fused floating type.
 
 from cython cimport floating
 
@@ -9,6 +9,12 @@ cdef extern from "gemm.h" nogil:
     void mg_gemm_f64(double* out, Py_ssize_t ldc, const double* a, Py_ssize_t sam,
                      Py_ssize_t sak, const double* b, Py_ssize_t ldb, int M, int N, int K,
                      int accumulate)
+
+cdef extern from "transpose.h" nogil:
+    void mg_transpose_f32(float* dst, Py_ssize_t ldd, const float* src, Py_ssize_t lds,
+                          int rows, int cols)
+    void mg_transpose_f64(double* dst, Py_ssize_t ldd, const double* src, Py_ssize_t lds,
+                          int rows, int cols)
 
 cdef extern from "vexp.h" nogil:
     void mg_vexp_f32(float* x, int n)
@@ -31,3 +37,12 @@ cdef inline void vexp(floating* x, int n) noexcept nogil:
         mg_vexp_f32(x, n)
     else:
         mg_vexp_f64(x, n)
+
+
+cdef inline void transpose(floating* dst, Py_ssize_t ldd, const floating* src, Py_ssize_t lds,
+                           int rows, int cols) noexcept nogil:
+    """dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols; see transpose.h."""
+    if floating is float:
+        mg_transpose_f32(dst, ldd, src, lds, rows, cols)
+    else:
+        mg_transpose_f64(dst, ldd, src, lds, rows, cols)

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.config import GPTConfig, init_params, param_layout
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.reference import ReferenceGPT
 
@@ -50,3 +50,26 @@ def test_apply_adam_rejects_a_wrong_shape():
     model = CompiledGPT(cfg, init_params(cfg, random.Random(0)))
     with pytest.raises(ValueError, match="grad must have shape"):
         model.apply_adam(np.zeros(3), 0, 10)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_transposed_copy_is_every_matrix_transposed(kernel, dtype):
+    """The forward pass reads each weight matrix transposed; shapes whose sides are
+    not whole tiles (27 x 12, 36 x 12 ...) exercise the tiled copy's edges."""
+    cfg = GPTConfig(vocab_size=27, n_embd=12, n_head=3, n_layer=2, block_size=9)
+    model = CompiledGPT(cfg, init_params(cfg, random.Random(3)), dtype=dtype, kernel=kernel)
+    wt = np.zeros_like(model.params)
+    model._k.transpose_weights(model._ws, model.params, wt)
+    expected, offset = wt.copy(), 0   # wte and wpe are read as stored: not copied
+    for name, rows, cols in param_layout(cfg):
+        if name.endswith(("attn_wk", "attn_wv")):  # q, k and v are one (3C, C) matrix
+            continue
+        if name.endswith("attn_wq"):
+            rows *= 3
+        if name not in ("wte", "wpe"):
+            block = model.params[offset:offset + rows * cols].reshape(rows, cols)
+            expected[offset:offset + rows * cols] = block.T.ravel()
+        offset += rows * cols
+    assert offset == len(expected)
+    np.testing.assert_array_equal(wt, expected)
