@@ -7,17 +7,20 @@
 #   params (P,)  weights          wt (P,)  the same, every weight matrix transposed
 #   m, v (P,)    Adam's moments
 #
-# A training step runs in two phases, with a barrier between them:
-#   A. Documents. The B documents of the step own consecutive rows of row space
-#      (document b: rows R_b .. R_b + n_b - 1). Each thread takes a run of
+# A training step runs in phases, with barriers between them:
+#   A. Documents. The B documents of the step own consecutive rows of row
+#      space (document b: rows R_b .. R_b + n_b - 1). Each thread takes a run of
 #      consecutive documents, balanced by token count, and computes their
 #      forward pass, losses and activation gradients over all its rows at once.
-#   B. Weights. The weight rows are cut into blocks; each block's gradient is
-#      one product over all rows of the step (the rows in order), followed at
-#      once by Adam and the transposed copy of those rows.
-# Each number is computed by one thread in an order fixed by the documents
-# alone, so any thread count gives the same bits, and no thread needs a
-# gradient buffer of its own.
+#   B. Partial gradients. The rows are cut at a document boundary into two
+#      gradient groups; each weight block's gradient over each group's rows is
+#      one product, written to that group's partial gradient buffer.
+#   C. Adam, block by block, on the sum of the groups' partials (one fused pass).
+#   D. The transposed copies of the updated weights, which the forward products read.
+# Threads form teams (one per gradient group, or one team when there is one
+# thread): a team runs its group's documents and products and keeps a transposed
+# copy of its own (see _make_teams). Each number is computed in an order fixed
+# by the documents alone, so any thread count gives the same bits.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -145,6 +148,9 @@ cdef class Workspace:
     cdef Dims d
     cdef void* rows        # row space, d.rows_size elements
     cdef void* arena       # n_threads arenas of d.arena_size elements each
+    cdef void* partials    # (n_groups, P) the gradient groups' partial weight gradients
+    cdef void* wt_copies   # (GROUPS - 1, P) the other teams' transposed weights (threads > 1)
+    cdef int n_groups
     cdef int* row_ints     # (3, R): each row's token, target and position
     cdef double* timers    # (n_threads, N_TIMERS) seconds per op group (profiling variants)
     cdef WeightBlock* blocks
@@ -155,7 +161,7 @@ cdef class Workspace:
 
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size,
                   int vocab_size, int batch_size, int n_threads, int itemsize):
-        self.rows = self.arena = NULL
+        self.rows = self.arena = self.partials = self.wt_copies = NULL
         self.row_ints = NULL
         self.blocks = NULL
         self.timers = NULL
@@ -166,13 +172,19 @@ cdef class Workspace:
         self.n_threads = n_threads
         self.batch_size = batch_size
         self.itemsize = itemsize
+        self.n_groups = min(<int>GROUPS, batch_size)
         cdef size_t row_bytes = <size_t>self.d.rows_size * itemsize
         cdef size_t arena_bytes = <size_t>self.d.arena_size * itemsize * n_threads
+        cdef size_t partial_bytes = <size_t>self.d.P * itemsize * self.n_groups
+        cdef size_t copy_bytes = <size_t>self.d.P * itemsize * (GROUPS - 1 if n_threads > 1 else 0)
         if (posix_memalign(&self.rows, 64, row_bytes)
-                or posix_memalign(&self.arena, 64, arena_bytes)):
+                or posix_memalign(&self.arena, 64, arena_bytes)
+                or posix_memalign(&self.partials, 64, partial_bytes)
+                or posix_memalign(&self.wt_copies, 64, max(copy_bytes, 64))):
             raise MemoryError("cannot allocate the activation buffers")
         memset(self.rows, 0, row_bytes)
         memset(self.arena, 0, arena_bytes)
+        memset(self.partials, 0, partial_bytes)
         self.row_ints = <int*>malloc(3 * <size_t>self.d.R * sizeof(int))
         self.timers = <double*>calloc(<size_t>n_threads * N_TIMERS, sizeof(double))
         self.n_blocks = _weight_blocks(&self.d, NULL)
@@ -184,6 +196,8 @@ cdef class Workspace:
     def __dealloc__(self):
         free(self.rows)
         free(self.arena)
+        free(self.partials)
+        free(self.wt_copies)
         free(self.row_ints)
         free(self.blocks)
         free(self.timers)
@@ -217,8 +231,10 @@ cdef class Workspace:
 
     @property
     def nbytes(self):
-        """Bytes of row space and scratch."""
-        return (self.d.rows_size + self.d.arena_size * self.n_threads) * self.itemsize
+        """Bytes of row space, scratch, partial gradients and transposed copies."""
+        cdef Py_ssize_t copies = GROUPS - 1 if self.n_threads > 1 else 0
+        return (self.d.rows_size + self.d.arena_size * self.n_threads
+                + self.d.P * (self.n_groups + copies)) * self.itemsize
 
 
 cdef void _check(Workspace ws, Py_ssize_t n, int itemsize, str what) except *:
@@ -247,18 +263,21 @@ cdef void _check_doc_ids(Workspace ws, const long long[::1] starts,
 
 
 cdef inline double _block_cost(const WeightBlock* b, int n_rows) noexcept nogil:
-    """Rough cycles of a block: Adam's divide and square root for each weight,
-    plus n_rows multiply-adds per weight (16 lanes, 2 per cycle) for a product,
-    or one add per element of each row for an embedding table."""
+    """Rough cost of a block's gradient over n_rows rows and its transposed copy:
+    n_rows multiply-adds per weight (16 lanes, 2 per cycle) for a product, or
+    one add per element of each row for an embedding table. With n_rows = 0,
+    the cost of Adam: the same for every weight."""
     cdef double weights = <double>(b.o1 - b.o0) * b.nin
+    if n_rows == 0:
+        return weights
     if b.kind == PRODUCT:
-        return weights * (5.0 + n_rows / 32.0)
-    return weights * 5.0 + <double>n_rows * b.nin / 16.0
+        return weights * (1.0 + n_rows / 32.0)
+    return weights + <double>n_rows * b.nin / 16.0
 
 
 cdef void _share_blocks(const WeightBlock* blocks, int n_blocks, int n_threads, int n_rows,
                         int* first) noexcept nogil:
-    """first[0..n_threads]: thread th updates blocks first[th] .. first[th + 1] - 1.
+    """first[0..n_threads]: thread th takes blocks first[th] .. first[th + 1] - 1.
 
     Consecutive runs of about equal cost: a matrix mostly stays with one
     thread, which then reads its inputs' rows once, and keeps its weights and
@@ -278,6 +297,64 @@ cdef void _share_blocks(const WeightBlock* blocks, int n_blocks, int n_threads, 
     while th <= n_threads:
         first[th] = n_blocks
         th += 1
+
+
+# ---------------------------------------------------------------------------
+# Gradient groups and thread teams
+
+
+cdef enum:
+    # The rows of a step are cut at a document boundary into GROUPS gradient
+    # groups (one for a one-document step). Each weight gradient is the sum of
+    # the groups' products over their own rows, added in group order; the cut
+    # depends on the documents alone, so every thread count gives the same bits.
+    # (adam_update sums at most two.)
+    GROUPS = 2
+
+
+cdef struct Team:
+    int first, size     # threads first .. first + size - 1
+    int g0, g1          # gradient groups g0 .. g1 - 1
+
+
+cdef int _make_teams(int n_threads, int n_groups, Team* teams) noexcept nogil:
+    """One team of all threads over every group or, with two threads or more, one
+    team per group, the threads shared out evenly. Returns the number of teams.
+
+    A team computes its groups' documents, their partial weight gradients and a
+    transposed copy of the weights of its own. On two cores each core then reads
+    back only rows it wrote; what crosses between the cores each step is the
+    other group's partial gradient of the weights a core updates, and those
+    weights once updated. (A cache line written on one core and then read on
+    the other, or read there and then written again, costs about 10 ns each
+    time on the 2-core machine the README's figures come from: more than the
+    arithmetic done on it.)
+    """
+    cdef int t
+    if n_threads == 1 or n_groups == 1:
+        teams[0].first = 0
+        teams[0].size = n_threads
+        teams[0].g0 = 0
+        teams[0].g1 = n_groups
+        return 1
+    for t in range(n_groups):
+        teams[t].first = n_threads * t // n_groups
+        teams[t].size = n_threads * (t + 1) // n_groups - teams[t].first
+        teams[t].g0 = t
+        teams[t].g1 = t + 1
+    return n_groups
+
+
+cdef inline int _team_of(const Team* teams, int n_teams, int th) noexcept nogil:
+    cdef int t = n_teams - 1
+    while teams[t].first > th:
+        t -= 1
+    return t
+
+
+cdef inline int* _team_share(int* shares, const Team* teams, int t) noexcept nogil:
+    """Team t's row of shares: its threads' first blocks (team.size + 1 entries)."""
+    return shares + teams[t].first + t
 
 
 # ---------------------------------------------------------------------------
@@ -307,29 +384,50 @@ def transpose_weights(Workspace ws, const floating[::1] params, floating[::1] wt
 # Phase A: the documents of one step
 
 
-cdef void _plan_step(const Dims* d, const long long* starts, const long long* doc_ids, int B,
-                     int n_threads, int* doc_rows, int* bounds) noexcept nogil:
-    """doc_rows[0..B]: first row of each document; bounds[0..n_threads]: first
-    document of each thread, consecutive runs balanced by token count."""
-    cdef int b, th = 1
+cdef void _doc_rows(const Dims* d, const long long* starts, const long long* doc_ids, int B,
+                    int* doc_rows) noexcept nogil:
+    """doc_rows[0..B]: the first row of each document (at most T rows each)."""
+    cdef int b
     cdef long long i
     doc_rows[0] = 0
     for b in range(B):
         i = doc_ids[b]
         doc_rows[b + 1] = doc_rows[b] + <int>min(<long long>d.T, starts[i + 1] - starts[i])
-    cdef long long target
-    bounds[0] = 0
-    b = 0
-    for th in range(1, n_threads):
-        # the document boundary nearest to th / n_threads of the rows
-        target = <long long>doc_rows[B] * th
-        while b < B and <long long>doc_rows[b] * n_threads < target:
+
+
+cdef void _split_docs(const int* doc_rows, int b0, int b1, int parts, int* out) noexcept nogil:
+    """out[0..parts]: documents b0..b1-1 in consecutive runs, each ending at the
+    document boundary nearest its share of their rows; no run is empty while
+    there are documents enough."""
+    cdef int p, b = b0, lo, hi
+    cdef long long r0 = doc_rows[b0], total = doc_rows[b1] - doc_rows[b0], target
+    cdef bint enough = b1 - b0 >= parts
+    out[0] = b0
+    for p in range(1, parts):
+        target = total * p  # rows times parts, to stay in integers
+        while b < b1 and (doc_rows[b] - r0) * parts < target:
             b += 1
-        if b > 0 and (target - <long long>doc_rows[b - 1] * n_threads
-                      < <long long>doc_rows[b] * n_threads - target):
+        if b > b0 and (target - (doc_rows[b - 1] - r0) * parts
+                       < (doc_rows[b] - r0) * parts - target):
             b -= 1
-        bounds[th] = max(bounds[th - 1] + 1, min(b, B - (n_threads - th)))
-    bounds[n_threads] = B
+        lo = out[p - 1] + 1 if enough else out[p - 1]
+        hi = b1 - (parts - p) if enough else b1
+        out[p] = max(lo, min(b, hi))
+    out[parts] = b1
+
+
+cdef void _plan_step(const Dims* d, const long long* starts, const long long* doc_ids, int B,
+                     const Team* teams, int n_teams, int* doc_rows, int* groups,
+                     int* bounds) noexcept nogil:
+    """doc_rows[0..B]: first row of each document; groups[0..n_groups]: first
+    document of each gradient group; bounds[0..n_threads]: first document of each
+    thread, its team's documents shared out in runs balanced by rows."""
+    cdef int t
+    _doc_rows(d, starts, doc_ids, B, doc_rows)
+    _split_docs(doc_rows, 0, B, min(<int>GROUPS, B), groups)
+    for t in range(n_teams):
+        _split_docs(doc_rows, groups[teams[t].g0], groups[teams[t].g1], teams[t].size,
+                    bounds + teams[t].first)
 
 
 cdef inline void _fill_rows(const Dims* d, int* row_ints, const int* tokens,
@@ -381,50 +479,77 @@ cdef inline double _batch_loss(const double* doc_losses, int B) noexcept nogil:
 # Phase B: weight gradients, then Adam, block by block
 
 
-cdef inline floating* _block_gradient(const Dims* d, const WeightBlock* b, const floating* rows,
-                                      floating* scratch, const int* row_ints,
-                                      int n_rows) noexcept nogil:
-    """The gradient of the block's rows into scratch ((o1 - o0) * nin elements)."""
+cdef inline void _block_partial(const Dims* d, const WeightBlock* b, floating* partials,
+                                const floating* rows, const int* row_ints, int g, int r0,
+                                int r1, double* timers) noexcept nogil:
+    """Group g's part of the block's gradient, its rows r0..r1-1, into the block's
+    weights in group g's partial buffer (partials + g * P)."""
+    cdef double start = now() if PROFILE else 0
+    cdef floating* out = partials + g * d.P + b.matrix + <Py_ssize_t>b.o0 * b.nin
     if b.kind == PRODUCT:
-        linear_backward_weight(scratch, rows + b.dout, rows + b.x, n_rows, b.nin, b.nout,
+        linear_backward_weight(out, rows + b.dout + <Py_ssize_t>r0 * b.nout,
+                               rows + b.x + <Py_ssize_t>r0 * b.nin, r1 - r0, b.nin, b.nout,
                                b.o0, b.o1)
     else:
-        embedding_backward(scratch, rows + b.dout,
-                           row_ints if b.kind == TOKENS else row_ints + 2 * d.R,
-                           n_rows, b.nin, b.o0, b.o1)
-    return scratch
+        embedding_backward(out, rows + b.dout + <Py_ssize_t>r0 * b.nin,
+                           (row_ints if b.kind == TOKENS else row_ints + 2 * d.R) + r0,
+                           r1 - r0, b.nin, b.o0, b.o1)
+    if PROFILE:
+        start = now() - start
+        timers[b.timer] += start
+        timers[T_WEIGHT_BLOCKS] += start
 
 
-cdef inline void _adam_block(const WeightBlock* b, floating* params, floating* wt,
-                             floating* m, floating* v, const floating* grad, floating lr_t,
+cdef inline void _sum_groups(floating* grad, const floating* partials, int n_groups,
+                             Py_ssize_t stride, Py_ssize_t n) noexcept nogil:
+    """grad[:n] = partials[:n] + partials[stride:][:n] + ..., in group order."""
+    cdef Py_ssize_t i
+    cdef int g
+    cdef floating total
+    for i in range(n):
+        total = partials[i]
+        for g in range(1, n_groups):
+            total = total + partials[g * stride + i]
+        grad[i] = total
+
+
+cdef inline void _adam_block(const Dims* d, const WeightBlock* b, floating* params, floating* m,
+                             floating* v, const floating* grads, int n_parts, floating lr_t,
                              floating beta1, floating beta2, floating bias1, floating bias2,
-                             floating eps) noexcept nogil:
-    """Adam on the block's weights from grad (the block's gradient, its rows in
-    order), then the transposed copy of those rows."""
+                             floating eps, double* timers) noexcept nogil:
+    """Adam on the block's weights; their gradient is the sum of n_parts (1 or 2)
+    buffers of P elements from grads (the groups' partials, or one whole gradient)."""
+    cdef double start = now() if PROFILE else 0
     cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
-    adam_update(params + first, m + first, v + first, grad,
+    adam_update(params + first, m + first, v + first, grads + first,
+                grads + d.P + first if n_parts == 2 else NULL,
                 <Py_ssize_t>(b.o1 - b.o0) * b.nin, lr_t, beta1, beta2, bias1, bias2, eps)
+    if PROFILE:
+        start = now() - start
+        timers[T_ADAM] += start
+        timers[T_WEIGHT_BLOCKS] += start
+
+
+cdef inline void _copy_block(const WeightBlock* b, floating* wt, const floating* params,
+                             double* timers) noexcept nogil:
+    """The block's rows of a product's matrix into their columns of wt."""
+    cdef double start = now() if PROFILE else 0
     if b.kind == PRODUCT:
         _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
-
-
-cdef inline void _update_block(const Dims* d, const WeightBlock* b, floating* params,
-                               floating* wt, floating* m, floating* v, const floating* rows,
-                               floating* scratch, const int* row_ints, int n_rows,
-                               floating lr_t, floating beta1, floating beta2, floating bias1,
-                               floating bias2, floating eps, double* timers) noexcept nogil:
-    cdef double start = now() if PROFILE else 0
-    cdef double t = start
-    _block_gradient(d, b, rows, scratch, row_ints, n_rows)
-    t = lap(timers, b.timer, t)
-    _adam_block(b, params, wt, m, v, scratch, lr_t, beta1, beta2, bias1, bias2, eps)
-    t = lap(timers, T_ADAM, t)
-    if PROFILE:  # the product above also counts in its op group: this is the phase's total
-        timers[T_WEIGHT_BLOCKS] += t - start
+    if PROFILE:
+        start = now() - start
+        timers[T_ADAM] += start
+        timers[T_WEIGHT_BLOCKS] += start
 
 
 # ---------------------------------------------------------------------------
 # Entry points
+
+
+cdef inline floating* _team_copy(floating* wt, floating* wt_copies, Py_ssize_t P,
+                                 int t) noexcept nogil:
+    """Team t's transposed weights: the caller's wt for team 0."""
+    return wt if t == 0 else wt_copies + (t - 1) * P
 
 
 def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1] m,
@@ -446,59 +571,105 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     if not (1 <= B <= ws.batch_size and nsteps >= 1 and 0 <= step0
             and step0 + nsteps <= total_steps):
         raise ValueError("invalid steps or batch size")
-    cdef int n_threads = min(ws.n_threads, B)
+    cdef int n_threads = min(ws.n_threads, B), n_groups = min(<int>GROUPS, B)
+    cdef Team teams[GROUPS]
+    cdef int n_teams = _make_teams(n_threads, n_groups, teams)
     cdef long long* doc_ids = <long long*>malloc(<size_t>nsteps * B * sizeof(long long))
     cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
+    cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    cdef int* block_first = <int*>malloc((n_threads + 1) * sizeof(int))
-    if (doc_ids == NULL or doc_rows == NULL or bounds == NULL or doc_losses == NULL
-            or block_first == NULL):
-        free(doc_ids); free(doc_rows); free(bounds); free(doc_losses); free(block_first)
+    cdef int* adam_first = <int*>malloc((n_threads + 1) * sizeof(int))
+    cdef int* shares = <int*>malloc((n_threads + n_teams) * sizeof(int))
+    if (doc_ids == NULL or doc_rows == NULL or groups == NULL or bounds == NULL
+            or doc_losses == NULL or adam_first == NULL or shares == NULL):
+        free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
+        free(adam_first); free(shares)
         raise MemoryError()
-    cdef int s, b, th, k
+    cdef int s, b, th, k, t, g
+    cdef int* share
     cdef long long step
     cdef double lr_t
     cdef unsigned int fp_mode
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
     cdef floating* arenas = <floating*>ws.arena
+    cdef floating* partials = <floating*>ws.partials
+    cdef floating* wt_copies = <floating*>ws.wt_copies
+    cdef floating* team_wt
     cdef int* ts                # this step's thread bounds
     cdef int* dr                # this step's document rows
+    cdef int* gs                # this step's gradient groups
     with nogil:
         for s in range(nsteps):
             for b in range(B):
                 doc_ids[s * B + b] = ((step0 + s) * B + b) % N
-            _plan_step(d, &starts[0], doc_ids + s * B, B, n_threads, doc_rows + s * (B + 1),
-                       bounds + s * (n_threads + 1))
+            _plan_step(d, &starts[0], doc_ids + s * B, B, teams, n_teams, doc_rows + s * (B + 1),
+                       groups + s * (GROUPS + 1), bounds + s * (n_threads + 1))
         # the same blocks per thread for the whole chunk: weights stay in one cache
-        _share_blocks(ws.blocks, ws.n_blocks, n_threads, doc_rows[B], block_first)
+        _share_blocks(ws.blocks, ws.n_blocks, n_threads, 0, adam_first)
+        for t in range(n_teams):
+            _share_blocks(ws.blocks, ws.n_blocks, teams[t].size, doc_rows[B] // n_groups,
+                          _team_share(shares, teams, t))
         with parallel(num_threads=n_threads):
             fp_mode = flush_denormals_begin()
+            # the other teams' transposed copies start from the current weights
+            for th in prange(n_threads, schedule="static", chunksize=1):
+                t = _team_of(teams, n_teams, th)
+                share = _team_share(shares, teams, t)
+                if t > 0:
+                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
+                        _copy_block(&ws.blocks[k], wt_copies + (t - 1) * d.P, &params[0],
+                                    ws.timers + th * N_TIMERS)
+            if n_threads > n_teams:
+                barrier()
             for s in range(nsteps):
                 step = step0 + s
                 ts = bounds + s * (n_threads + 1)
                 dr = doc_rows + s * (B + 1)
+                gs = groups + s * (GROUPS + 1)
+                # A. documents, with the team's own transposed weights
                 for th in prange(n_threads, schedule="static", chunksize=1):
-                    _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
-                                   ws.row_ints, &tokens[0], &starts[0], doc_ids + s * B, dr, B,
-                                   ts[th], ts[th + 1], doc_losses + s * B, True,
-                                   ws.timers + th * N_TIMERS)
+                    t = _team_of(teams, n_teams, th)
+                    _run_documents(d, &params[0], _team_copy(&wt[0], wt_copies, d.P, t), rows,
+                                   arenas + th * d.arena_size, ws.row_ints, &tokens[0],
+                                   &starts[0], doc_ids + s * B, dr, B, ts[th], ts[th + 1],
+                                   doc_losses + s * B, True, ws.timers + th * N_TIMERS)
+                if n_threads > n_teams:
+                    barrier()  # a team's products read the rows of all its threads
+                # B. each team's groups' partial gradients, over their own rows
+                for th in prange(n_threads, schedule="static", chunksize=1):
+                    t = _team_of(teams, n_teams, th)
+                    share = _team_share(shares, teams, t)
+                    for g in range(teams[t].g0, teams[t].g1):
+                        for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
+                            _block_partial(d, &ws.blocks[k], partials, rows, ws.row_ints, g,
+                                           dr[gs[g]], dr[gs[g + 1]], ws.timers + th * N_TIMERS)
                 barrier()
+                # C. Adam on the sum of the partials
                 lr_t = learning_rate * (1 - <double>step / total_steps)
                 for th in prange(n_threads, schedule="static", chunksize=1):
-                    for k in range(block_first[th], block_first[th + 1]):
-                        _update_block(d, &ws.blocks[k], &params[0], &wt[0], &m[0], &v[0], rows,
-                                      arenas + th * d.arena_size + d.grad_rows,
-                                      ws.row_ints, dr[B], <floating>lr_t, <floating>beta1,
-                                      <floating>beta2, <floating>(1 - beta1 ** (step + 1)),
-                                      <floating>(1 - beta2 ** (step + 1)), <floating>eps,
-                                      ws.timers + th * N_TIMERS)
+                    for k in range(adam_first[th], adam_first[th + 1]):
+                        _adam_block(d, &ws.blocks[k], &params[0], &m[0], &v[0], partials,
+                                    n_groups, <floating>lr_t, <floating>beta1, <floating>beta2,
+                                    <floating>(1 - beta1 ** (step + 1)),
+                                    <floating>(1 - beta2 ** (step + 1)), <floating>eps,
+                                    ws.timers + th * N_TIMERS)
                 barrier()
+                # D. every team's transposed copy of the new weights
+                for th in prange(n_threads, schedule="static", chunksize=1):
+                    t = _team_of(teams, n_teams, th)
+                    share = _team_share(shares, teams, t)
+                    team_wt = _team_copy(&wt[0], wt_copies, d.P, t)
+                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
+                        _copy_block(&ws.blocks[k], team_wt, &params[0], ws.timers + th * N_TIMERS)
+                if n_threads > n_teams:
+                    barrier()
             flush_denormals_end(fp_mode)
         for s in range(nsteps):
             losses[s] = _batch_loss(doc_losses + s * B, B)
-    free(doc_ids); free(doc_rows); free(bounds); free(doc_losses); free(block_first)
+    free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
+    free(adam_first); free(shares)
 
 
 def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] wt,
@@ -508,40 +679,61 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
 
     The same code as a training step, without the update.
     """
-    cdef int B = <int>doc_ids.shape[0], b, th, k
+    cdef int B = <int>doc_ids.shape[0], th, k, t, g
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     _check(ws, grad.shape[0], sizeof(floating), "grad")
     _check_data(ws, tokens, starts)
     _check_doc_ids(ws, starts, doc_ids)
-    cdef int n_threads = min(ws.n_threads, B)
+    cdef int n_threads = min(ws.n_threads, B), n_groups = min(<int>GROUPS, B)
+    cdef Team teams[GROUPS]
+    cdef int n_teams = _make_teams(n_threads, n_groups, teams)
     cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
+    cdef int groups[GROUPS + 1]
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
+    cdef int* shares = <int*>malloc((n_threads + n_teams) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(B * sizeof(double))
+    if doc_rows == NULL or bounds == NULL or shares == NULL or doc_losses == NULL:
+        free(doc_rows); free(bounds); free(shares); free(doc_losses)
+        raise MemoryError()
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
     cdef floating* arenas = <floating*>ws.arena
+    cdef floating* partials = <floating*>ws.partials
     cdef WeightBlock* blk
+    cdef int* share
     cdef unsigned int fp_mode
     cdef double total = 0
-    with nogil, parallel(num_threads=n_threads):
-        fp_mode = flush_denormals_begin()
-        if threadid() == 0:
-            _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
-        barrier()
-        for th in prange(n_threads, schedule="static", chunksize=1):
-            _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
-                           ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
-                           bounds[th], bounds[th + 1], doc_losses, True,
-                           ws.timers + th * N_TIMERS)
-        barrier()
-        for k in prange(ws.n_blocks, schedule="static", chunksize=1):
-            blk = &ws.blocks[k]
-            _block_gradient(d, blk, rows, &grad[blk.matrix + <Py_ssize_t>blk.o0 * blk.nin],
-                            ws.row_ints, doc_rows[B])
-        flush_denormals_end(fp_mode)
+    with nogil:
+        _plan_step(d, &starts[0], &doc_ids[0], B, teams, n_teams, doc_rows, groups, bounds)
+        for t in range(n_teams):
+            _share_blocks(ws.blocks, ws.n_blocks, teams[t].size, doc_rows[B] // n_groups,
+                          _team_share(shares, teams, t))
+        with parallel(num_threads=n_threads):
+            fp_mode = flush_denormals_begin()
+            for th in prange(n_threads, schedule="static", chunksize=1):
+                _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
+                               ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
+                               bounds[th], bounds[th + 1], doc_losses, True,
+                               ws.timers + th * N_TIMERS)
+            barrier()
+            for th in prange(n_threads, schedule="static", chunksize=1):
+                t = _team_of(teams, n_teams, th)
+                share = _team_share(shares, teams, t)
+                for g in range(teams[t].g0, teams[t].g1):
+                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
+                        _block_partial(d, &ws.blocks[k], partials, rows, ws.row_ints, g,
+                                       doc_rows[groups[g]], doc_rows[groups[g + 1]],
+                                       ws.timers + th * N_TIMERS)
+            barrier()
+            for k in prange(ws.n_blocks, schedule="static", chunksize=1):
+                blk = &ws.blocks[k]
+                _sum_groups(&grad[blk.matrix + <Py_ssize_t>blk.o0 * blk.nin],
+                            partials + blk.matrix + <Py_ssize_t>blk.o0 * blk.nin, n_groups,
+                            d.P, <Py_ssize_t>(blk.o1 - blk.o0) * blk.nin)
+            flush_denormals_end(fp_mode)
     total = _batch_loss(doc_losses, B)
-    free(doc_rows); free(bounds); free(doc_losses)
+    free(doc_rows); free(bounds); free(shares); free(doc_losses)
     return total
 
 
@@ -585,7 +777,8 @@ def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
     cdef floating* arenas = <floating*>ws.arena
     cdef unsigned int fp_mode
     with nogil:
-        _plan_step(d, &starts[0], &doc_ids[0], B, n_threads, doc_rows, bounds)
+        _doc_rows(d, &starts[0], &doc_ids[0], B, doc_rows)
+        _split_docs(doc_rows, 0, B, n_threads, bounds)
         for th in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
             fp_mode = flush_denormals_begin()
             _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
@@ -601,7 +794,7 @@ def adam_step(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1
               long long total_steps, double learning_rate, double beta1, double beta2,
               double eps):
     """One Adam update of every parameter from grad (P,), with the linear decay, and
-    the transposed copy refreshed: phase B of a step without the products."""
+    the transposed copy refreshed: phases C and D of a step, from a whole gradient."""
     for buf, name in ((params, "params"), (wt, "wt"), (m, "m"), (v, "v"), (grad, "grad")):
         _check(ws, buf.shape[0], sizeof(floating), name)
     if not 0 <= step < total_steps:
@@ -614,6 +807,7 @@ def adam_step(Workspace ws, floating[::1] params, floating[::1] wt, floating[::1
     with nogil:
         for k in prange(ws.n_blocks, schedule="static", chunksize=1, num_threads=n_threads):
             b = &ws.blocks[k]
-            _adam_block(b, &params[0], &wt[0], &m[0], &v[0],
-                        &grad[b.matrix + <Py_ssize_t>b.o0 * b.nin], <floating>lr_t,
-                        <floating>beta1, <floating>beta2, bias1, bias2, <floating>eps)
+            _adam_block(&ws.d, b, &params[0], &m[0], &v[0], &grad[0], 1, <floating>lr_t,
+                        <floating>beta1, <floating>beta2, bias1, bias2, <floating>eps,
+                        ws.timers + threadid() * N_TIMERS)
+            _copy_block(b, &wt[0], &params[0], ws.timers + threadid() * N_TIMERS)

@@ -43,7 +43,6 @@ cdef struct Dims:
     # one thread's scratch for one document
     Py_ssize_t kt                  # (C, T) keys (or values) transposed
     Py_ssize_t d_att_w             # (T, T) gradient of one head's attention weights
-    Py_ssize_t grad_rows           # (G,) weight-gradient rows of one phase-B block
     Py_ssize_t arena_size          # elements per thread
 
 
@@ -107,5 +106,4 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     cur = 0
     d.kt = _take(&cur, C * T)
     d.d_att_w = _take(&cur, <Py_ssize_t>T * T)
-    d.grad_rows = _take(&cur, max(block_elems(n_embd), block_elems(4 * n_embd)))
     d.arena_size = cur

@@ -46,6 +46,28 @@ def test_one_and_two_threads_give_identical_bits(names_ds, kernel, dtype, batch)
     assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
 
 
+@pytest.mark.parametrize("threads, batch", [(3, 3), (3, 7), (4, 5), (5, 5), (8, 9)])
+def test_more_threads_give_identical_bits(names_ds, monkeypatch, threads, batch):
+    """Past two threads the teams are uneven (3 = 1 + 2) and a team may have more
+    threads than its gradient group has documents; still the bits of one thread.
+    (Threads beyond the cores only take turns: the cap is lifted for this test.)"""
+    kernel = KERNELS[-1]
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    monkeypatch.setattr(kernels, "cpu_count", lambda: 16)
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2, n_layer=2)
+    one, losses1 = _train(names_ds, kernel, "float32", 1, batch, 30, cfg)
+    many, losses_many = _train(names_ds, kernel, "float32", threads, batch, 30, cfg)
+    assert many.threads == threads
+    assert np.array_equal(losses1, losses_many)
+    assert np.array_equal(one.params, many.params)
+    assert np.array_equal(one.m, many.m) and np.array_equal(one.v, many.v)
+    ids = list(range(40, 40 + batch))
+    loss1, grad1 = one.loss_and_grad(names_ds, ids)
+    loss_many, grad_many = many.loss_and_grad(names_ds, ids)
+    assert loss1 == loss_many and np.array_equal(grad1, grad_many)
+
+
 @needs_two_cores
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_loss_and_grad_thread_independent(names_ds, kernel):
