@@ -26,6 +26,8 @@
 
 #include <stddef.h>
 
+#include "transpose.h"
+
 #define MG_KC 256  /* depths per block */
 #define MG_MP 32   /* rows of A packed at a time */
 
@@ -184,9 +186,12 @@ mg_packed_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,  
     T packed[MG_MP * MG_KC];                                                               \
     for (int m0 = 0; m0 < M; m0 += MG_MP) {                                                \
         int mp = M - m0 < MG_MP ? M - m0 : MG_MP;                                          \
-        for (int r = 0; r < mp; r++)                                                       \
-            for (int k = 0; k < kc; k++)                                                   \
-                packed[r * kc + k] = a[(m0 + r) * sam + k * sak];                          \
+        if (sam == 1)  /* A's columns are rows of memory: a tiled transpose */             \
+            mg_transpose_##S(packed, kc, a + m0, sak, kc, mp);                             \
+        else                                                                               \
+            for (int r = 0; r < mp; r++)                                                   \
+                for (int k = 0; k < kc; k++)                                               \
+                    packed[r * kc + k] = a[(m0 + r) * sam + k * sak];                      \
         mg_block_##S(out + m0 * ldc, ldc, packed, kc, 1, b, ldb, mp, N, kc, acc);          \
     }                                                                                      \
 }                                                                                          \
