@@ -1,96 +1,111 @@
 # Causal self-attention over the positions of one document, head by head.
 #
 # Pointers are at the document's first row. qkv (n, 3C) holds q, k, v side by
-# side; head h uses columns h*D .. h*D+D-1 of each. att (n, H, T) holds row t's
-# softmax weights over keys u < T, exactly 0 for u > t. Each head's products
-# go through the tiled gemm: logits = Q K^T, out = att V; the weights past
-# the diagonal are exact zeros, so every sum equals the original's sum over
-# u <= t, term for term.
+# side; head h uses columns h*D .. h*D+D-1 of each.
+#
+# Each head's attention weights are kept transposed, keys by positions: for m
+# new positions p0 .. p0+m-1 over keys 0 .. p1-1, att holds H blocks of p1 rows
+# of lm = padded(m) elements, and att[h * p1 * lm + u * lm + j] is the weight of
+# key u for position p0 + j, exactly 0 for keys past the position. So the
+# softmax of every position of a head runs at once, down the keys: each
+# position's max, sum and scaling are element-wise operations across a row of
+# whole vectors (the padding columns compute unused values), and each sum still
+# adds the keys in order u = 0, 1, ..., the original's order (the zeros past the
+# diagonal add nothing). The products go through the tiled gemm: logits^T =
+# K Q^T, out = att V, and every sum over keys or head dims runs in order, term
+# for term the original's.
 
 from cython cimport floating
 
-from simd cimport gemm, vexp
+from simd cimport gemm, transpose, vexp
 
 
-cdef inline void attention_forward(floating* out, floating* att, floating* kt,
-                                   const floating* qkv, int p0, int p1, int T, int C,
-                                   int H, int D, floating inv_sqrt_d) noexcept nogil:
-    """Rows p0..p1-1 of out (n, C) and att; rows < p0 of qkv are the KV cache.
+cdef inline Py_ssize_t padded(Py_ssize_t m, Py_ssize_t itemsize) noexcept nogil:
+    """m rounded up to whole 64-byte vectors (the row length of att)."""
+    cdef Py_ssize_t lanes = 64 // itemsize
+    return (m + lanes - 1) // lanes * lanes
+
+
+cdef inline void attention_forward(floating* out, floating* att, floating* qt,
+                                   floating* stats, const floating* qkv, int p0, int p1,
+                                   int C, int H, int D, floating inv_sqrt_d) noexcept nogil:
+    """Rows p0..p1-1 of out (n, C), and their weights into att (H, p1, padded(m)),
+    m = p1 - p0; rows < p0 of qkv are the KV cache.
 
     logit_u = (q_t . k_u) / sqrt(D) for u <= t, att = softmax(logits),
-    out_t = sum_u att_u v_u, per head. kt (C, T) is scratch for K transposed.
+    out_t = sum_u att_u v_u, per head. qt (C, m) and stats (2 padded(m),) are
+    scratch.
     """
     # 64-bit indices: T * T * H exceeds 2**31 for block sizes past 23170
-    cdef Py_ssize_t t, h, u, c, HT = <Py_ssize_t>H * T
-    cdef floating mx, total, inv_total
-    cdef floating* w
-    for u in range(p1):
-        for c in range(C):
-            kt[c * T + u] = qkv[u * 3 * C + C + c]
-    # logits of head h: (rows p0..p1-1) x (keys 0..p1-1) = Q_h K_h^T
+    cdef Py_ssize_t m = p1 - p0, lm = padded(m, sizeof(floating)), u, j, h, block = <Py_ssize_t>p1 * lm
+    cdef floating x
+    cdef floating* a
+    cdef floating* mx = stats
+    cdef floating* total = stats + lm
+    transpose(qt, m, qkv + <Py_ssize_t>p0 * 3 * C, 3 * C, <int>m, C)
     for h in range(H):
-        gemm(att + (p0 * H + h) * T, HT, qkv + <Py_ssize_t>p0 * 3 * C + h * D, 3 * C, 1,
-             kt + h * D * T, T, p1 - p0, p1, D, False)
-    # softmax over u <= t; every other entry of the row becomes exp(-huge) = 0
-    for t in range(p0, p1):
-        for h in range(H):
-            w = att + (t * H + h) * T
-            mx = w[0] * inv_sqrt_d
-            for u in range(t + 1):
-                w[u] = w[u] * inv_sqrt_d
-                mx = w[u] if w[u] > mx else mx
-            for u in range(t + 1):
-                w[u] = w[u] - mx
-            for u in range(t + 1, T):
-                w[u] = -1e30
-    for t in range(p0, p1):
-        vexp(att + t * HT, <int>HT)
-    for t in range(p0, p1):
-        for h in range(H):
-            w = att + (t * H + h) * T
-            total = 0
-            for u in range(t + 1):
-                total += w[u]
-            inv_total = 1 / total
-            for u in range(t + 1):
-                w[u] = w[u] * inv_total
-    # out_h = att_h V_h
-    for h in range(H):
-        gemm(out + p0 * C + h * D, C, att + (p0 * H + h) * T, HT, 1,
-             qkv + 2 * C + h * D, 3 * C, p1 - p0, D, p1, False)
+        a = att + h * block
+        # logits^T (p1, m) = K_h (p1, D) Q_h^T (D, m)
+        gemm(a, lm, qkv + C + h * D, 3 * C, 1, qt + h * D * m, m, p1, <int>m, D, False)
+        # scaled; keys past a position become -1e30, whose exp is exactly 0
+        for j in range(lm):
+            mx[j] = a[j] * inv_sqrt_d
+        for u in range(p1):
+            for j in range(lm):
+                x = a[u * lm + j] * inv_sqrt_d
+                x = x if u <= p0 + j else <floating>-1e30
+                a[u * lm + j] = x
+                mx[j] = x if x > mx[j] else mx[j]
+        for u in range(p1):
+            for j in range(lm):
+                a[u * lm + j] = a[u * lm + j] - mx[j]
+        vexp(a, <int>block)
+        for j in range(lm):
+            total[j] = 0
+        for u in range(p1):
+            for j in range(lm):
+                total[j] += a[u * lm + j]
+        for j in range(lm):
+            total[j] = 1 / total[j]
+        for u in range(p1):
+            for j in range(lm):
+                a[u * lm + j] = a[u * lm + j] * total[j]
+        # out_h (m, D) = att_h (m, p1) V_h (p1, D), att_h read from its transpose
+        gemm(out + <Py_ssize_t>p0 * C + h * D, C, a, 1, lm, qkv + 2 * C + h * D, 3 * C,
+             <int>m, D, p1, False)
 
 
-cdef inline void attention_backward(floating* dqkv, floating* vt, floating* dl,
-                                    const floating* dout, const floating* att,
-                                    const floating* qkv, int n, int T, int C, int H, int D,
-                                    floating inv_sqrt_d) noexcept nogil:
-    """Adds into dqkv (n, 3C) the gradient of rows 0..n-1 given dout (n, C).
+cdef inline void attention_backward(floating* dqkv, floating* dout_t, floating* dlt,
+                                    floating* stats, const floating* dout,
+                                    const floating* att, const floating* qkv, int n, int C,
+                                    int H, int D, floating inv_sqrt_d) noexcept nogil:
+    """Adds into dqkv (n, 3C) the gradient of rows 0..n-1 given dout (n, C); att as
+    attention_forward left it for p0 = 0, p1 = n.
 
     With w = softmax(l): dw = dout V^T, dl = w (dw - rowsum(w dw)) / sqrt(D),
-    dq += dl K, dk += dl^T Q, dv += w^T dout. vt (C, T) and dl (T, T) are scratch.
+    dq += dl K, dk += dl^T Q, dv += w^T dout, all kept transposed (keys by
+    rows) like w. dout_t (C, n), dlt (n, padded(n)) and stats (padded(n),) are
+    scratch.
     """
-    cdef Py_ssize_t t, h, u, c, HT = <Py_ssize_t>H * T
-    cdef floating wd_sum
+    cdef Py_ssize_t ln = padded(n, sizeof(floating)), u, t, h, block = <Py_ssize_t>n * ln
     cdef const floating* w
-    cdef floating* g
-    for u in range(n):
-        for c in range(C):
-            vt[c * T + u] = qkv[u * 3 * C + 2 * C + c]
+    cdef floating* wd_sum = stats
+    transpose(dout_t, n, dout, C, n, C)
     for h in range(H):
-        # dw (n, n) = dout_h V_h^T
-        gemm(dl, T, dout + h * D, C, 1, vt + h * D * T, T, n, n, D, False)
-        # dv_h += att_h^T dout_h
-        gemm(dqkv + 2 * C + h * D, 3 * C, att + h * T, 1, HT, dout + h * D, C, n, D, n, True)
-        for t in range(n):
-            w = att + (t * H + h) * T
-            g = dl + t * T
-            wd_sum = 0
-            for u in range(t + 1):
-                wd_sum += w[u] * g[u]
-            for u in range(t + 1):
-                g[u] = w[u] * (g[u] - wd_sum) * inv_sqrt_d
-            for u in range(t + 1, n):
-                g[u] = 0
-        # dq_h += dl K_h, dk_h += dl^T Q_h
-        gemm(dqkv + h * D, 3 * C, dl, T, 1, qkv + C + h * D, 3 * C, n, D, n, True)
-        gemm(dqkv + C + h * D, 3 * C, dl, 1, T, qkv + h * D, 3 * C, n, D, n, True)
+        w = att + h * block
+        # dw^T (n, n) = V_h (n, D) dout_h^T (D, n)
+        gemm(dlt, ln, qkv + 2 * C + h * D, 3 * C, 1, dout_t + h * D * n, n, n, n, D, False)
+        # dv_h += w_h^T dout_h
+        gemm(dqkv + 2 * C + h * D, 3 * C, w, ln, 1, dout + h * D, C, n, D, n, True)
+        # dl = w (dw - sum_u w dw) / sqrt(D), each position's sum over its keys in order
+        for t in range(ln):
+            wd_sum[t] = 0
+        for u in range(n):
+            for t in range(ln):
+                wd_sum[t] += w[u * ln + t] * dlt[u * ln + t]
+        for u in range(n):
+            for t in range(ln):
+                dlt[u * ln + t] = w[u * ln + t] * (dlt[u * ln + t] - wd_sum[t]) * inv_sqrt_d
+        # dq_h += dl K_h (dl read from its transpose), dk_h += dl^T Q_h
+        gemm(dqkv + h * D, 3 * C, dlt, 1, ln, qkv + C + h * D, 3 * C, n, D, n, True)
+        gemm(dqkv + C + h * D, 3 * C, dlt, ln, 1, qkv + h * D, 3 * C, n, D, n, True)

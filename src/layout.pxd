@@ -15,6 +15,7 @@
 
 cdef struct Dims:
     int C, H, D, F, V, T, L
+    int Tp                         # T rounded up to 16: the row length of attention weights
     int R                          # most rows of a step: batch_size * T
     Py_ssize_t P
     # parameters (flat order of the original)
@@ -30,7 +31,7 @@ cdef struct Dims:
     Py_ssize_t act0, act_size      # layer l's tensors start at act0 + l * act_size:
     Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   rmsnorm of the layer input
     Py_ssize_t qkv_out             #   (R, 3C)        q, k, v of every position (the KV cache)
-    Py_ssize_t att                 #   (R, H, T)      softmax weights of row t over its document's keys <= t
+    Py_ssize_t att                 #   (R, H, Tp)     room for each document's attention weights (attention.pxd)
     Py_ssize_t att_out             #   (R, C)         heads concatenated
     Py_ssize_t x_mid               #   (R, C)         after the attention residual
     Py_ssize_t ln2, ln2_scale      #   (R, C), (R,)
@@ -41,8 +42,9 @@ cdef struct Dims:
     Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
     Py_ssize_t rows_size           # elements of row space
     # one thread's scratch for one document
-    Py_ssize_t kt                  # (C, T) keys (or values) transposed
-    Py_ssize_t d_att_w             # (T, T) gradient of one head's attention weights
+    Py_ssize_t xt                  # (C, T) the queries (or the attention output's gradient) transposed
+    Py_ssize_t d_att_w             # (T, Tp) gradient of one head's attention weights
+    Py_ssize_t stats               # (2 Tp,) per-position softmax maxima and sums
     Py_ssize_t arena_size          # elements per thread
 
 
@@ -63,9 +65,11 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     # 64-bit sizes throughout: R * H * T passes 2**31 long before memory runs out
     cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size, F = 4 * <Py_ssize_t>n_embd
     cdef Py_ssize_t R = <Py_ssize_t>batch_size * block_size
+    # attention rows are padded to whole 64-byte vectors (attention.pxd): 16 floats
+    cdef Py_ssize_t Tp = (T + 15) // 16 * 16
     cdef Py_ssize_t cur = 0, layer_cur = 0
     d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = 4 * n_embd
-    d.V = vocab_size; d.T = block_size; d.L = n_layer
+    d.V = vocab_size; d.T = block_size; d.L = n_layer; d.Tp = <int>Tp
     d.R = <int>R
     d.wte = 0
     d.wpe = d.wte + V * C
@@ -89,7 +93,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.ln1 = _take(&layer_cur, R * C)
     d.ln1_scale = _take(&layer_cur, R)
     d.qkv_out = _take(&layer_cur, R * 3 * C)
-    d.att = _take(&layer_cur, R * n_head * T)
+    d.att = _take(&layer_cur, R * n_head * Tp)
     d.att_out = _take(&layer_cur, R * C)
     d.x_mid = _take(&layer_cur, R * C)
     d.ln2 = _take(&layer_cur, R * C)
@@ -104,6 +108,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.rows_size = cur
 
     cur = 0
-    d.kt = _take(&cur, C * T)
-    d.d_att_w = _take(&cur, <Py_ssize_t>T * T)
+    d.xt = _take(&cur, C * T)
+    d.d_att_w = _take(&cur, T * Tp)
+    d.stats = _take(&cur, 2 * Tp)
     d.arena_size = cur

@@ -72,9 +72,9 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         for j in range(ndocs):
             s, e = doc_rows[j], doc_rows[j + 1]
             attention_forward(act + d.att_out + <Py_ssize_t>s * C,
-                              act + d.att + <Py_ssize_t>s * H * T, arena + d.kt,
-                              act + d.qkv_out + <Py_ssize_t>s * 3 * C,
-                              max(r0, s) - s, e - s, T, C, H, d.D, inv_sqrt_d)
+                              act + d.att + <Py_ssize_t>s * H * d.Tp, arena + d.xt,
+                              arena + d.stats, act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                              max(r0, s) - s, e - s, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_ATTENTION, t)
         # x = Wo x_attn + residual
         linear_residual_forward(act + d.x_mid + rc, act + d.att_out + rc, lw + d.wo,
@@ -160,11 +160,12 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         _zero(act + d.d_qkv + 3 * rc, <Py_ssize_t>n * 3 * C)
         for j in range(ndocs):
             s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
-            attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.kt,
-                               arena + d.d_att_w, rows + d.d_att + <Py_ssize_t>s * C,
-                               act + d.att + <Py_ssize_t>s * H * T,
+            attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.xt,
+                               arena + d.d_att_w, arena + d.stats,
+                               rows + d.d_att + <Py_ssize_t>s * C,
+                               act + d.att + <Py_ssize_t>s * H * d.Tp,
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
-                               nj, T, C, H, d.D, inv_sqrt_d)
+                               nj, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_BACKWARD + T_ATTENTION, t)
         _zero(d_ln, <Py_ssize_t>n * C)
         linear_backward_input(d_ln, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
