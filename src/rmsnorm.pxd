@@ -13,13 +13,16 @@ cdef inline void _row_dots(floating* dots, const floating* x, const floating* y,
     """dots[r] = sum_c x[r, c] * y[r, c] for rows r < nr (at most 8), c in order."""
     cdef int r, c
     cdef floating acc[8]
+    cdef Py_ssize_t row[8]
+    # Always 8 chains, so that they stay in registers; past nr they repeat the
+    # last row and are dropped. A row's arithmetic is its own whatever rows
+    # share its group (that depends on how documents are shared among threads).
     for r in range(8):
         acc[r] = 0
-    # One loop for every nr: a row's arithmetic must not depend on which rows
-    # share its group (that depends on how documents are shared among threads).
+        row[r] = <Py_ssize_t>min(r, nr - 1) * C
     for c in range(C):
-        for r in range(nr):
-            acc[r] += x[r * C + c] * y[r * C + c]
+        for r in range(8):
+            acc[r] += x[row[r] + c] * y[row[r] + c]
     for r in range(nr):
         dots[r] = acc[r]
 
