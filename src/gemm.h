@@ -158,9 +158,9 @@ mg_panel_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,   
 }                                                                                          \
                                                                                            \
 /* One block of depths: columns outer, so each B panel serves every row. */                \
-static inline void mg_block_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,          \
-                                ptrdiff_t sak, const T* b, ptrdiff_t ldb, int M, int N,    \
-                                int K, int accumulate) {                                   \
+static inline __attribute__((always_inline)) void                                          \
+mg_block_impl_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,         \
+                  const T* b, ptrdiff_t ldb, int M, int N, int K, int accumulate) {        \
     const int L = MG_LANES_##S;                                                            \
     int n = 0;                                                                             \
     for (; n + 2 * L <= N; n += 2 * L)                                                     \
@@ -176,6 +176,20 @@ static inline void mg_block_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam
     else if (rest > 0)                                                                     \
         mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 1, 1,                    \
                      mg_mask_##S##_n(rest), accumulate);                                   \
+}                                                                                          \
+                                                                                           \
+/* A's layout made a constant: a tile then reads A through one pointer per row             \
+   (sak == 1) or one pointer and constant offsets (sam == 1), with no index                \
+   left to spill from its registers. */                                                    \
+static __attribute__((noinline)) void                                                      \
+mg_block_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak, const T* b,  \
+             ptrdiff_t ldb, int M, int N, int K, int accumulate) {                         \
+    if (sak == 1)                                                                          \
+        mg_block_impl_##S(out, ldc, a, sam, 1, b, ldb, M, N, K, accumulate);               \
+    else if (sam == 1)                                                                     \
+        mg_block_impl_##S(out, ldc, a, 1, sak, b, ldb, M, N, K, accumulate);               \
+    else                                                                                   \
+        mg_block_impl_##S(out, ldc, a, sam, sak, b, ldb, M, N, K, accumulate);             \
 }                                                                                          \
                                                                                            \
 /* A strided A (the transposed operand of a weight gradient): copy MP rows by     */   \
