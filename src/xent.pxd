@@ -18,32 +18,37 @@ cdef inline double xent_forward_backward(floating* dlogits, const floating* logi
 
     Rows go 8 at a time: their max and sum chains run side by side (each row
     still takes v = 0, 1, ... in order: only comparisons and additions, so the
-    grouping cannot change a bit), and one vexp covers all 8 rows.
+    grouping cannot change a bit), and one vexp covers all 8 rows. There are
+    always 8 chains, so that they stay in registers; past the last row they
+    repeat it and are dropped.
     """
     cdef int t0, t, v, r, nr
     cdef floating inv_total
     cdef floating mx[8]
     cdef floating total[8]
     cdef floating target_logit[8]
+    cdef Py_ssize_t row[8]
     cdef floating* g
     cdef double loss = 0
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
+        for r in range(8):
+            row[r] = <Py_ssize_t>(t0 + min(r, nr - 1)) * V
+            mx[r] = logits[row[r]]
         for r in range(nr):
-            mx[r] = logits[(t0 + r) * V]
-            target_logit[r] = logits[(t0 + r) * V + targets[t0 + r]]
+            target_logit[r] = logits[row[r] + targets[t0 + r]]
         for v in range(V):
-            for r in range(nr):
-                mx[r] = logits[(t0 + r) * V + v] if logits[(t0 + r) * V + v] > mx[r] else mx[r]
+            for r in range(8):
+                mx[r] = logits[row[r] + v] if logits[row[r] + v] > mx[r] else mx[r]
         for r in range(nr):
             for v in range(V):
                 dlogits[(t0 + r) * V + v] = logits[(t0 + r) * V + v] - mx[r]
         vexp(dlogits + t0 * V, nr * V)
-        for r in range(nr):
+        for r in range(8):
             total[r] = 0
         for v in range(V):
-            for r in range(nr):
-                total[r] += dlogits[(t0 + r) * V + v]
+            for r in range(8):
+                total[r] += dlogits[row[r] + v]
         for r in range(nr):
             t = t0 + r
             g = dlogits + t * V
