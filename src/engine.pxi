@@ -50,17 +50,23 @@ cdef extern from *:
     """
     int MICROGPT_FAST_OPENMP
 
-# Cython's prange inside a parallel block is an "omp for nowait": the phases
-# of a step (documents, Adam, transposition) are separated by explicit barriers.
+# Inside the parallel region of a chunk, each thread takes its own share of
+# every phase: share th = me + i * granted for i < mine (its own, or several
+# when OpenMP grants fewer threads than asked), with no "omp for" and its
+# bookkeeping of shared variables; the phases are separated by explicit barriers.
 cdef extern from *:
     """
     #ifdef _OPENMP
+    #include <omp.h>
     #define MICROGPT_FAST_BARRIER() _Pragma("omp barrier")
+    #define MICROGPT_FAST_NUM_THREADS() omp_get_num_threads()
     #else
     #define MICROGPT_FAST_BARRIER()
+    #define MICROGPT_FAST_NUM_THREADS() 1
     #endif
     """
     void barrier "MICROGPT_FAST_BARRIER"() noexcept nogil
+    int team_threads "MICROGPT_FAST_NUM_THREADS"() noexcept nogil
 
 cdef extern from "denormals.h" nogil:
     unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
@@ -586,7 +592,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
         free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
         free(adam_first); free(shares)
         raise MemoryError()
-    cdef int s, b, th, k, t, g
+    cdef int s, b, th, k, t, g, me, granted, mine, i
     cdef int* share
     cdef long long step
     cdef double lr_t
@@ -612,9 +618,13 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
             _share_blocks(ws.blocks, ws.n_blocks, teams[t].size, doc_rows[B] // n_groups,
                           _team_share(shares, teams, t))
         with parallel(num_threads=n_threads):
+            me = threadid()
+            granted = team_threads()
+            mine = (n_threads - me + granted - 1) // granted
             fp_mode = flush_denormals_begin()
             # the other teams' transposed copies start from the current weights
-            for th in prange(n_threads, schedule="static", chunksize=1):
+            for i in range(mine):
+                th = me + i * granted
                 t = _team_of(teams, n_teams, th)
                 share = _team_share(shares, teams, t)
                 if t > 0:
@@ -629,7 +639,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 dr = doc_rows + s * (B + 1)
                 gs = groups + s * (GROUPS + 1)
                 # A. documents, with the team's own transposed weights
-                for th in prange(n_threads, schedule="static", chunksize=1):
+                for i in range(mine):
+                    th = me + i * granted
                     t = _team_of(teams, n_teams, th)
                     _run_documents(d, &params[0], _team_copy(&wt[0], wt_copies, d.P, t), rows,
                                    arenas + th * d.arena_size, ws.row_ints, &tokens[0],
@@ -638,7 +649,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 if n_threads > n_teams:
                     barrier()  # a team's products read the rows of all its threads
                 # B. each team's groups' partial gradients, over their own rows
-                for th in prange(n_threads, schedule="static", chunksize=1):
+                for i in range(mine):
+                    th = me + i * granted
                     t = _team_of(teams, n_teams, th)
                     share = _team_share(shares, teams, t)
                     for g in range(teams[t].g0, teams[t].g1):
@@ -648,7 +660,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 barrier()
                 # C. Adam on the sum of the partials
                 lr_t = learning_rate * (1 - <double>step / total_steps)
-                for th in prange(n_threads, schedule="static", chunksize=1):
+                for i in range(mine):
+                    th = me + i * granted
                     for k in range(adam_first[th], adam_first[th + 1]):
                         _adam_block(d, &ws.blocks[k], &params[0], &m[0], &v[0], partials,
                                     n_groups, <floating>lr_t, <floating>beta1, <floating>beta2,
@@ -657,7 +670,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                                     ws.timers + th * N_TIMERS)
                 barrier()
                 # D. every team's transposed copy of the new weights
-                for th in prange(n_threads, schedule="static", chunksize=1):
+                for i in range(mine):
+                    th = me + i * granted
                     t = _team_of(teams, n_teams, th)
                     share = _team_share(shares, teams, t)
                     team_wt = _team_copy(&wt[0], wt_copies, d.P, t)
@@ -679,7 +693,7 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
 
     The same code as a training step, without the update.
     """
-    cdef int B = <int>doc_ids.shape[0], th, k, t, g
+    cdef int B = <int>doc_ids.shape[0], th, k, t, g, me, granted, mine, i
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     _check(ws, grad.shape[0], sizeof(floating), "grad")
@@ -710,14 +724,19 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
             _share_blocks(ws.blocks, ws.n_blocks, teams[t].size, doc_rows[B] // n_groups,
                           _team_share(shares, teams, t))
         with parallel(num_threads=n_threads):
+            me = threadid()
+            granted = team_threads()
+            mine = (n_threads - me + granted - 1) // granted
             fp_mode = flush_denormals_begin()
-            for th in prange(n_threads, schedule="static", chunksize=1):
+            for i in range(mine):
+                th = me + i * granted
                 _run_documents(d, &params[0], &wt[0], rows, arenas + th * d.arena_size,
                                ws.row_ints, &tokens[0], &starts[0], &doc_ids[0], doc_rows, B,
                                bounds[th], bounds[th + 1], doc_losses, True,
                                ws.timers + th * N_TIMERS)
             barrier()
-            for th in prange(n_threads, schedule="static", chunksize=1):
+            for i in range(mine):
+                th = me + i * granted
                 t = _team_of(teams, n_teams, th)
                 share = _team_share(shares, teams, t)
                 for g in range(teams[t].g0, teams[t].g1):
@@ -726,8 +745,8 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
                                        doc_rows[groups[g]], doc_rows[groups[g + 1]],
                                        ws.timers + th * N_TIMERS)
             barrier()
-            for k in prange(ws.n_blocks, schedule="static", chunksize=1):
-                blk = &ws.blocks[k]
+            for i in range((ws.n_blocks - me + granted - 1) // granted):
+                blk = &ws.blocks[me + i * granted]
                 _sum_groups(&grad[blk.matrix + <Py_ssize_t>blk.o0 * blk.nin],
                             partials + blk.matrix + <Py_ssize_t>blk.o0 * blk.nin, n_groups,
                             d.P, <Py_ssize_t>(blk.o1 - blk.o0) * blk.nin)

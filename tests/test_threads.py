@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -66,6 +68,39 @@ def test_more_threads_give_identical_bits(names_ds, monkeypatch, threads, batch)
     loss1, grad1 = one.loss_and_grad(names_ds, ids)
     loss_many, grad_many = many.loss_and_grad(names_ds, ids)
     assert loss1 == loss_many and np.array_equal(grad1, grad_many)
+
+
+FEWER_THREADS_SCRIPT = """
+import random, sys
+import numpy as np
+from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.data import load_dataset
+from microgpt_fast.engine import CompiledGPT
+from microgpt_fast import kernels
+kernels.cpu_count = lambda: 16  # ask for more threads than the limit grants
+ds = load_dataset(None, random.Random(42))
+cfg = GPTConfig(vocab_size=27, n_embd=8, n_head=2)
+runs = []
+for threads in (1, 3):
+    model = CompiledGPT(cfg, init_params(cfg, random.Random(1)), "float32", threads, 7,
+                        sys.argv[1])
+    losses = model.train(ds, 0, 20, 40)
+    runs.append((losses, model.params.copy(), model.loss_and_grad(ds, list(range(7)))[1]))
+print(all(np.array_equal(a, b) for a, b in zip(*runs)))
+"""
+
+
+def test_fewer_threads_granted_than_asked():
+    """OMP_THREAD_LIMIT=1 grants one thread where three are asked: it then takes
+    all three threads' shares of every phase, with the same bits."""
+    kernel = KERNELS[-1]
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    proc = subprocess.run([sys.executable, "-c", FEWER_THREADS_SCRIPT, kernel],
+                          env=cli_env(OMP_THREAD_LIMIT="1"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
 
 
 @needs_two_cores
