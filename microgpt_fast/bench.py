@@ -171,7 +171,8 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
     result = {}
     print(f"\nbreakdown: {dtype}, batch {batch}, n_embd {n_embd}, {threads} thread(s), "
           f"{steps} steps; us per step, summed over threads (then each thread's time in "
-          f"its documents, phase 1, and its weight blocks, phase 2)", file=out)
+          f"its documents, the first phase, and in its weight blocks, the other three)",
+          file=out)
     for name in variants:
         kernel = load_kernel(f"{name}_prof")
         model = CompiledGPT(cfg, init_params(cfg, random.Random(0)), dtype, threads, batch,
@@ -187,7 +188,8 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
         result[name] = {phase: {g: t / n * 1e6 for g, t in times[phase].items()}
                         for phase in ("forward", "backward")}
         result[name].update({"adam": times["adam"] / n * 1e6, "wall_us_per_step": wall})
-        # each thread's share of the two phases of a step: how well the load is balanced
+        # each thread's time in a step's documents and weight phases: how well the
+        # load is balanced
         for th in range(model.threads):
             mine = model.op_times(thread=th)
             busy = (sum(mine["forward"].values()) + sum(mine["backward"].values())

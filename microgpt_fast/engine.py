@@ -153,10 +153,10 @@ class CompiledGPT:
     def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
         """Seconds spent per op group since the last reset, summed over threads (or
         of thread `thread` alone): {"forward": {group: s}, "backward": {group: s},
-        "adam": s, "weight_blocks": s}. weight_blocks is the whole second phase
-        of the steps (the weight-gradient products, which also count in their
-        backward groups, Adam and the transposed copy); the rest of the time is
-        the documents' phase. Only the profiling variants ("<variant>_prof")
+        "adam": s, "weight_blocks": s}. weight_blocks is the time in the weight
+        phases of the steps (the partial weight-gradient products, which also
+        count in their backward groups, Adam and the transposed copies); the rest
+        of the time is the documents' phase. Only the profiling variants ("<variant>_prof")
         time anything; elsewhere all are 0."""
         fwd, bwd, adam, weight_blocks = self._ws.read_timers(thread)
         groups = self._k.TIMER_GROUPS

@@ -218,10 +218,10 @@ cdef class Workspace:
 
     def read_timers(self, thread=None):
         """Seconds per op group, summed over threads (or of one thread): (forward,
-        backward) lists in TIMER_GROUPS order, Adam's, and the whole second
-        phase of the steps (weight blocks: their products, which also count in
-        the backward groups, Adam and the transposed copy). All zero unless
-        profiling_enabled()."""
+        backward) lists in TIMER_GROUPS order, Adam's (with the transposed
+        copies), and the weight phases of the steps (the partial gradient
+        products, which also count in the backward groups, Adam and the copies).
+        All zero unless profiling_enabled()."""
         cdef int th, g
         total = [0.0] * N_TIMERS
         for th in range(self.n_threads):
@@ -331,10 +331,10 @@ cdef int _make_teams(int n_threads, int n_groups, Team* teams) noexcept nogil:
     transposed copy of the weights of its own. On two cores each core then reads
     back only rows it wrote; what crosses between the cores each step is the
     other group's partial gradient of the weights a core updates, and those
-    weights once updated. (A cache line written on one core and then read on
-    the other, or read there and then written again, costs about 10 ns each
-    time on the 2-core machine the README's figures come from: more than the
-    arithmetic done on it.)
+    weights once updated. (On the 2-core machine of the README's figures a cache
+    line written on one core and then read on the other costs about 5 ns, one
+    read there and then written again about 10 ns: more than the arithmetic
+    done on it.)
     """
     cdef int t
     if n_threads == 1 or n_groups == 1:

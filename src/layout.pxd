@@ -11,7 +11,8 @@
 #
 # Activations live in "row space": one (R, width) tensor per quantity, where
 # document b of a step owns rows R_b .. R_b + n_b - 1. The weight gradients are
-# products over all R rows of these tensors (engine.pxi, phase B).
+# products over the rows of each gradient group of these tensors (engine.pxi,
+# phase B).
 
 cdef struct Dims:
     int C, H, D, F, V, T, L
@@ -56,7 +57,7 @@ cdef inline Py_ssize_t _take(Py_ssize_t* cursor, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
-    """Weight rows per phase-B block: about 2048 weights, at least 4 rows."""
+    """Weight rows per block of the weight phases: about 2048 weights, at least 4 rows."""
     return max(4, 2048 // nin) * nin
 
 

@@ -21,7 +21,7 @@ cdef enum:
     T_HEAD_LOSS = 4       # lm head and cross-entropy
     T_BACKWARD = 5        # add to a group for its backward pass
     T_ADAM = 10           # Adam and the transposed copy of the weights
-    T_WEIGHT_BLOCKS = 11  # the whole second phase of a step: products, Adam, copy
+    T_WEIGHT_BLOCKS = 11  # a step's weight phases: partial gradients, Adam, copies
     N_TIMERS = 16         # per thread, a cache line and a half apart
 
 

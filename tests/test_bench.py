@@ -35,7 +35,7 @@ def test_bench_table_json_csv_and_breakdown(tmp_path):
     assert exact["us_per_step"] > 0 and exact["speedup_doc"] > 1 and exact["gflops"] > 0
     with open(tmp_path / "b.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
-    # each thread's two phases: they add up to the op groups summed over threads
+    # each thread's documents and weight phases add up to the op groups summed over threads
     parts = json.loads((tmp_path / "b.json").read_text())["breakdown"]["generic"]
     threads = sorted({k.split()[1] for k in parts if k.startswith("thread ")})
     assert threads and "thread 0 documents" in out

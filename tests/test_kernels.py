@@ -55,7 +55,7 @@ def test_profiling_build_times_and_matches(name, names_ds):
     times = prof.op_times()
     assert min(times["forward"].values()) > 0 and min(times["backward"].values()) > 0
     assert times["adam"] > 0
-    # the second phase holds Adam and the weight-gradient products (counted in backward)
+    # the weight phases hold Adam and the weight-gradient products (counted in backward)
     assert times["adam"] < times["weight_blocks"] < times["adam"] + sum(times["backward"].values())
     assert prof.op_times(reset=True) == times and prof.op_times()["adam"] == 0
     times = plain.op_times()
