@@ -73,3 +73,14 @@ def test_transposed_copy_is_every_matrix_transposed(kernel, dtype):
         offset += rows * cols
     assert offset == len(expected)
     np.testing.assert_array_equal(wt, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_buffers_start_on_cache_lines(dtype):
+    cfg = GPTConfig(vocab_size=27, n_embd=12, n_head=3)
+    model = CompiledGPT(cfg, init_params(cfg, random.Random(5)), dtype=dtype)
+    for buf in (model.params, model.m, model.v, model._wt):
+        assert buf.ctypes.data % 64 == 0
+        assert buf.dtype == np.dtype(dtype) and buf.shape == (cfg.num_params,)
+    np.testing.assert_array_equal(model.params,
+                                  np.array(init_params(cfg, random.Random(5)), dtype=dtype))
