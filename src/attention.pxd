@@ -20,9 +20,23 @@ from cython cimport floating
 from simd cimport gemm, transpose, vexp
 
 
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define MICROGPT_FAST_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define MICROGPT_FAST_VECTOR_BYTES 32
+    #else
+    #define MICROGPT_FAST_VECTOR_BYTES 16
+    #endif
+    """
+    const int VECTOR_BYTES "MICROGPT_FAST_VECTOR_BYTES"  # of the variant being compiled
+
+
 cdef inline Py_ssize_t padded(Py_ssize_t m, Py_ssize_t itemsize) noexcept nogil:
-    """m rounded up to whole 64-byte vectors (the row length of att)."""
-    cdef Py_ssize_t lanes = 64 // itemsize
+    """m rounded up to whole vectors of this build (the row length of att): with
+    AVX2 a 7-position document's rows are one 8-float vector, not two."""
+    cdef Py_ssize_t lanes = VECTOR_BYTES // itemsize
     return (m + lanes - 1) // lanes * lanes
 
 
@@ -37,7 +51,8 @@ cdef inline void attention_forward(floating* out, floating* att, floating* qt,
     scratch.
     """
     # 64-bit indices: T * T * H exceeds 2**31 for block sizes past 23170
-    cdef Py_ssize_t m = p1 - p0, lm = padded(m, sizeof(floating)), u, j, h, block = <Py_ssize_t>p1 * lm
+    cdef Py_ssize_t m = p1 - p0, lm = padded(m, sizeof(floating)), u, j, h
+    cdef Py_ssize_t block = <Py_ssize_t>p1 * lm
     cdef floating x
     cdef floating* a
     cdef floating* mx = stats

@@ -66,7 +66,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     # 64-bit sizes throughout: R * H * T passes 2**31 long before memory runs out
     cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size, F = 4 * <Py_ssize_t>n_embd
     cdef Py_ssize_t R = <Py_ssize_t>batch_size * block_size
-    # attention rows are padded to whole 64-byte vectors (attention.pxd): 16 floats
+    # attention rows are padded to whole vectors (attention.pxd): at most 16 floats
     cdef Py_ssize_t Tp = (T + 15) // 16 * 16
     cdef Py_ssize_t cur = 0, layer_cur = 0
     d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = 4 * n_embd
