@@ -10,7 +10,8 @@ from libc.math cimport sqrt
 
 cdef inline void _row_dots(floating* dots, const floating* x, const floating* y, int nr,
                            int C) noexcept nogil:
-    """dots[r] = sum_c x[r, c] * y[r, c] for rows r < nr (at most 8), c in order."""
+    """dots[r] = sum_c x[r, c] * y[r, c] for rows r < nr (at most 8), c in order;
+    dots[nr..7] repeat the last row's."""
     cdef int r, c
     cdef floating acc[8]
     cdef Py_ssize_t row[8]
@@ -23,14 +24,14 @@ cdef inline void _row_dots(floating* dots, const floating* x, const floating* y,
     for c in range(C):
         for r in range(8):
             acc[r] += x[row[r] + c] * y[row[r] + c]
-    for r in range(nr):
+    for r in range(8):
         dots[r] = acc[r]
 
 
 cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating* x,
                                  int T, int C) noexcept nogil:
     """out (T, C) = x * scale, scale (T,) = (mean of x^2 + 1e-5) ** -0.5."""
-    cdef int t0, t, c, nr
+    cdef int t0, t, c, nr, r
     cdef floating s
     cdef floating ss[8]
     cdef floating* out_t
@@ -38,9 +39,12 @@ cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating*
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
         _row_dots(ss, x + t0 * C, x + t0 * C, nr, C)
+        # the 8 rows' scales as one vector square root and divide; the original
+        # divides by len(x) as a multiply by len(x) ** -1
+        for r in range(8):
+            ss[r] = 1 / sqrt(ss[r] * (<floating>1.0 / C) + <floating>1e-5)
         for t in range(t0, t0 + nr):
-            # the original divides by len(x) as a multiply by len(x) ** -1
-            s = 1 / sqrt(ss[t - t0] * (<floating>1.0 / C) + <floating>1e-5)
+            s = ss[t - t0]
             scale[t] = s
             out_t = out + t * C      # row pointers: gcc vectorizes the loop over c
             x_t = x + t * C
@@ -54,7 +58,7 @@ cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floa
 
     dx_c += s * dout_c - (s^3 / C) * x_c * sum_j dout_j x_j
     """
-    cdef int t0, t, c, nr
+    cdef int t0, t, c, nr, r
     cdef floating s, k
     cdef floating dots[8]
     cdef floating* dx_t
@@ -63,9 +67,13 @@ cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floa
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
         _row_dots(dots, dout + t0 * C, x + t0 * C, nr, C)
+        # the 8 rows' k = s^3 dots / C as one vector divide
+        for r in range(8):
+            s = scale[t0 + min(r, nr - 1)]
+            dots[r] = s * s * s * dots[r] / C
         for t in range(t0, t0 + nr):
             s = scale[t]
-            k = s * s * s * dots[t - t0] / C
+            k = dots[t - t0]
             dx_t = dx + t * C
             g_t = dout + t * C
             x_t = x + t * C
