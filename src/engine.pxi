@@ -66,7 +66,7 @@ cdef extern from *:
     #endif
     """
     void barrier "MICROGPT_FAST_BARRIER"() noexcept nogil
-    int team_threads "MICROGPT_FAST_NUM_THREADS"() noexcept nogil
+    int num_threads "MICROGPT_FAST_NUM_THREADS"() noexcept nogil
 
 cdef extern from "denormals.h" nogil:
     unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
@@ -88,7 +88,7 @@ TIMER_GROUPS = ("embed+norm", "qkv+out proj", "attention", "mlp", "lm head+loss"
 
 
 # ---------------------------------------------------------------------------
-# Phase B's blocks of weight rows
+# The blocks of weight rows of phases B to D
 
 
 cdef enum BlockKind:
@@ -482,7 +482,7 @@ cdef inline double _batch_loss(const double* doc_losses, int B) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# Phase B: weight gradients, then Adam, block by block
+# Phases B to D: partial weight gradients, Adam on their sum, the transposed copies
 
 
 cdef inline void _block_partial(const Dims* d, const WeightBlock* b, floating* partials,
@@ -619,7 +619,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                           _team_share(shares, teams, t))
         with parallel(num_threads=n_threads):
             me = threadid()
-            granted = team_threads()
+            granted = num_threads()
             mine = (n_threads - me + granted - 1) // granted
             fp_mode = flush_denormals_begin()
             # the other teams' transposed copies start from the current weights
@@ -725,7 +725,7 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
                           _team_share(shares, teams, t))
         with parallel(num_threads=n_threads):
             me = threadid()
-            granted = team_threads()
+            granted = num_threads()
             mine = (n_threads - me + granted - 1) // granted
             fp_mode = flush_denormals_begin()
             for i in range(mine):
