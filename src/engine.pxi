@@ -548,6 +548,30 @@ cdef inline void _copy_block(const WeightBlock* b, floating* wt, const floating*
         timers[T_WEIGHT_BLOCKS] += start
 
 
+cdef inline void _team_partials(const Dims* d, const WeightBlock* blocks, const Team* teams,
+                                int n_teams, int* shares, int th, floating* partials,
+                                const floating* rows, const int* row_ints, const int* doc_rows,
+                                const int* groups, double* timers) noexcept nogil:
+    """Phase B for thread th: its share of its team's blocks, over each of the team's
+    gradient groups' rows."""
+    cdef int t = _team_of(teams, n_teams, th), g, k
+    cdef int* share = _team_share(shares, teams, t) + th - teams[t].first
+    for g in range(teams[t].g0, teams[t].g1):
+        for k in range(share[0], share[1]):
+            _block_partial(d, &blocks[k], partials, rows, row_ints, g, doc_rows[groups[g]],
+                           doc_rows[groups[g + 1]], timers)
+
+
+cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int n_teams,
+                              int* shares, int th, floating* team_wt, const floating* params,
+                              double* timers) noexcept nogil:
+    """Phase D for thread th: its share of its team's blocks into the team's copy."""
+    cdef int t = _team_of(teams, n_teams, th), k
+    cdef int* share = _team_share(shares, teams, t) + th - teams[t].first
+    for k in range(share[0], share[1]):
+        _copy_block(&blocks[k], team_wt, params, timers)
+
+
 # ---------------------------------------------------------------------------
 # Entry points
 
@@ -592,8 +616,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
         free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
         free(adam_first); free(shares)
         raise MemoryError()
-    cdef int s, b, th, k, t, g, me, granted, mine, i
-    cdef int* share
+    cdef int s, b, th, k, t, me, granted, mine, i
     cdef long long step
     cdef double lr_t
     cdef unsigned int fp_mode
@@ -602,7 +625,6 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
     cdef floating* arenas = <floating*>ws.arena
     cdef floating* partials = <floating*>ws.partials
     cdef floating* wt_copies = <floating*>ws.wt_copies
-    cdef floating* team_wt
     cdef int* ts                # this step's thread bounds
     cdef int* dr                # this step's document rows
     cdef int* gs                # this step's gradient groups
@@ -626,11 +648,10 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
             for i in range(mine):
                 th = me + i * granted
                 t = _team_of(teams, n_teams, th)
-                share = _team_share(shares, teams, t)
                 if t > 0:
-                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
-                        _copy_block(&ws.blocks[k], wt_copies + (t - 1) * d.P, &params[0],
-                                    ws.timers + th * N_TIMERS)
+                    _team_copies(ws.blocks, teams, n_teams, shares, th,
+                                 _team_copy(&wt[0], wt_copies, d.P, t), &params[0],
+                                 ws.timers + th * N_TIMERS)
             if n_threads > n_teams:
                 barrier()
             for s in range(nsteps):
@@ -651,12 +672,8 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 # B. each team's groups' partial gradients, over their own rows
                 for i in range(mine):
                     th = me + i * granted
-                    t = _team_of(teams, n_teams, th)
-                    share = _team_share(shares, teams, t)
-                    for g in range(teams[t].g0, teams[t].g1):
-                        for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
-                            _block_partial(d, &ws.blocks[k], partials, rows, ws.row_ints, g,
-                                           dr[gs[g]], dr[gs[g + 1]], ws.timers + th * N_TIMERS)
+                    _team_partials(d, ws.blocks, teams, n_teams, shares, th, partials, rows,
+                                   ws.row_ints, dr, gs, ws.timers + th * N_TIMERS)
                 barrier()
                 # C. Adam on the sum of the partials
                 lr_t = learning_rate * (1 - <double>step / total_steps)
@@ -672,11 +689,9 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
                 # D. every team's transposed copy of the new weights
                 for i in range(mine):
                     th = me + i * granted
-                    t = _team_of(teams, n_teams, th)
-                    share = _team_share(shares, teams, t)
-                    team_wt = _team_copy(&wt[0], wt_copies, d.P, t)
-                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
-                        _copy_block(&ws.blocks[k], team_wt, &params[0], ws.timers + th * N_TIMERS)
+                    _team_copies(ws.blocks, teams, n_teams, shares, th,
+                                 _team_copy(&wt[0], wt_copies, d.P, _team_of(teams, n_teams, th)),
+                                 &params[0], ws.timers + th * N_TIMERS)
                 if n_threads > n_teams:
                     barrier()
             flush_denormals_end(fp_mode)
@@ -693,7 +708,7 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
 
     The same code as a training step, without the update.
     """
-    cdef int B = <int>doc_ids.shape[0], th, k, t, g, me, granted, mine, i
+    cdef int B = <int>doc_ids.shape[0], th, t, me, granted, mine, i
     _check(ws, params.shape[0], sizeof(floating), "params")
     _check(ws, wt.shape[0], sizeof(floating), "wt")
     _check(ws, grad.shape[0], sizeof(floating), "grad")
@@ -715,7 +730,6 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
     cdef floating* arenas = <floating*>ws.arena
     cdef floating* partials = <floating*>ws.partials
     cdef WeightBlock* blk
-    cdef int* share
     cdef unsigned int fp_mode
     cdef double total = 0
     with nogil:
@@ -737,13 +751,8 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
             barrier()
             for i in range(mine):
                 th = me + i * granted
-                t = _team_of(teams, n_teams, th)
-                share = _team_share(shares, teams, t)
-                for g in range(teams[t].g0, teams[t].g1):
-                    for k in range(share[th - teams[t].first], share[th - teams[t].first + 1]):
-                        _block_partial(d, &ws.blocks[k], partials, rows, ws.row_ints, g,
-                                       doc_rows[groups[g]], doc_rows[groups[g + 1]],
-                                       ws.timers + th * N_TIMERS)
+                _team_partials(d, ws.blocks, teams, n_teams, shares, th, partials, rows,
+                               ws.row_ints, doc_rows, groups, ws.timers + th * N_TIMERS)
             barrier()
             for i in range((ws.n_blocks - me + granted - 1) // granted):
                 blk = &ws.blocks[me + i * granted]
