@@ -14,7 +14,12 @@ state of the random stream (Python's random.Random.getstate()).
 
 Writes are atomic: the file is written under a temporary name in the same
 folder, flushed to disk, then renamed over the target, so a process killed
-while saving leaves the previous checkpoint whole.
+while saving leaves the previous checkpoint whole; the temporary file such a
+process leaves is removed by the next save to the same target. A symlink is
+followed (its target is replaced, the link kept); a target that exists and is
+not a regular file is refused. Reading refuses anything but a regular file,
+and a checkpoint whose weights or moments are NaN or infinite, or whose second
+moments are negative.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .config import DTYPES, GPTConfig, TrainConfig
+from .paths import open_regular, resolve_output
 
 FORMAT = "microgpt_fast.checkpoint"
 VERSION = 1
@@ -77,9 +83,48 @@ def _state_from_json(value) -> tuple:
     return state
 
 
+def _temp_prefix(target: str) -> str:
+    """Temporary files of a save to target are named .<name>.<pid>.<random>.tmp."""
+    return f".{os.path.basename(target)}."
+
+
+def _remove_stale_temps(target: str) -> None:
+    """Delete temporary files that saves to target left behind when their process
+    was killed (their pid no longer runs); a live process's save is left alone."""
+    folder, prefix = os.path.dirname(target), _temp_prefix(target)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: maybe saving right now
+        except ProcessLookupError:
+            pass
+        except OSError:  # another user's process: not ours to judge
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
-    """Write ckpt to path atomically (temporary file, fsync, rename)."""
-    path = os.fspath(path)
+    """Write ckpt to path atomically (temporary file, fsync, rename).
+
+    A symlink at path is followed: its target is replaced and the link kept.
+    Anything at the target other than a regular file (a directory, a device,
+    a FIFO) is a ValueError and stays untouched."""
+    target = resolve_output(path)
+    if os.path.lexists(target) and not os.path.isfile(target):
+        raise ValueError(f"cannot save checkpoint: {os.fspath(path)} exists and is not a "
+                         "regular file")
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -92,8 +137,10 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
         "rng_state": _state_to_json(ckpt.rng_state),
     }
     arrays = {name: np.ascontiguousarray(getattr(ckpt, name)) for name in _ARRAYS}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    folder = os.path.dirname(target)
+    _remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.", suffix=".tmp",
+                               dir=folder)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -102,7 +149,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -120,24 +167,34 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and check a checkpoint; CheckpointError says what is wrong with it."""
+    """Read and check a checkpoint; CheckpointError says what is wrong with it.
+    Only a regular file is read (paths.open_regular): a FIFO or device is refused."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint path is a directory: {path}")
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, "checkpoint", CheckpointError) as f:
+        try:
             zip_start = f.read(4) == b"PK\x03\x04"
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    if not zipfile.is_zipfile(path):
-        if zip_start:  # a zip whose directory at the end is gone: cut short
-            raise CheckpointError(f"checkpoint {path} is damaged or truncated "
-                                  "(its zip directory is missing)")
-        raise CheckpointError(f"not a checkpoint (not an .npz file): {path}")
+            f.seek(0)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+        if not zipfile.is_zipfile(f):
+            if zip_start:  # a zip whose directory at the end is gone: cut short
+                raise CheckpointError(f"checkpoint {path} is damaged or truncated "
+                                      "(its zip directory is missing)")
+            raise CheckpointError(f"not a checkpoint (not an .npz file): {path}")
+        f.seek(0)
+        meta, arrays = _read_npz(f, path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        ckpt = _from_parts(meta, arrays)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is inconsistent: {exc}".replace("\n", " ")
+                              ) from None
+    return ckpt
+
+
+def _read_npz(f, path: str) -> tuple[dict, dict]:
+    """The meta dict and the arrays of an open .npz file."""
+    try:
+        with np.load(f, allow_pickle=False) as npz:
             if "meta" not in npz.files:
                 raise CheckpointError(f"not a microgpt_fast checkpoint (no meta entry): {path}")
             meta = json.loads(str(npz["meta"][()]))
@@ -149,18 +206,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             missing = [name for name in _ARRAYS if name not in npz.files]
             if missing:
                 raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
-            arrays = {name: npz[name] for name in _ARRAYS}
+            return meta, {name: npz[name] for name in _ARRAYS}
     except CheckpointError:
         raise
     except Exception as exc:  # zipfile, numpy's header parser and json each fail their own way
         raise CheckpointError(f"checkpoint {path} is damaged or truncated "
                               f"({type(exc).__name__}: {exc})".replace("\n", " ")) from None
-    try:
-        ckpt = _from_parts(meta, arrays)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is inconsistent: {exc}".replace("\n", " ")
-                              ) from None
-    return ckpt
 
 
 def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
@@ -188,6 +239,10 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
         if a.shape != (P,) or a.dtype != np.dtype(dtype):
             raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}, "
                              f"expected ({P},) {dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+    if (arrays["adam_v"] < 0).any():
+        raise ValueError("adam_v (Adam's second moments, squares) holds negative values")
     losses = arrays["losses"]
     if losses.shape != (step,) or losses.dtype != np.float64:
         raise ValueError(f"losses has shape {losses.shape}, expected ({step},)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -50,18 +52,100 @@ def check_writable(flag: str, path: str | None) -> None:
         raise ValueError(f"cannot write {flag} file: {path}")
 
 
+class Interrupted(BaseException):
+    """A second stop signal (Ctrl-C, SIGTERM, SIGHUP): quit now; exit code 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP, while inside the with block, as a
+    request to stop: the first calls on_stop() and is kept in .signum (the
+    command finishes what it must, saves, and exits with exit_code); a second
+    raises Interrupted at once. Outside the main thread it installs nothing."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, on_stop=lambda: None):
+        self.on_stop = on_stop
+        self.signum: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+        self.on_stop()
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number (130 for Ctrl-C), or None when none came."""
+        return None if self.signum is None else 128 + self.signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                if hasattr(signal, name):
+                    num = getattr(signal, name)
+                    self._previous[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for num, previous in self._previous.items():
+            signal.signal(num, previous)
+        self._previous = {}
+        return False
+
+
+class ClosedReaderSafe:
+    """A text stream (standard output) that keeps the program going when its
+    reader has gone (`| head`): the first BrokenPipeError points the file
+    descriptor at /dev/null, and every later write succeeds there, so a run
+    still trains, saves and writes its files."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.reader_gone = False
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def run_guarded(body) -> int:
     """body() -> exit code, with the failures every command shares turned into one
     `error:` line: bad input (ValueError and its kinds: DataError, KernelError,
     CheckpointError, ...), memory and file errors exit 2; a reader that went away
-    (`| head`) ends quietly with 0; Ctrl-C outside training exits 130."""
+    (`| head`) ends quietly with 0; Ctrl-C outside training exits 130, a second
+    stop signal inside it 128 + its number."""
     try:
         return body()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:
-        print(f"error: {exc or 'not enough memory for this model and batch size'}",
+        print(f"error: out of memory: {str(exc) or 'not enough memory for this model and batch'}",
               file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -74,3 +158,6 @@ def run_guarded(body) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:
+        print(f"interrupted ({exc})", file=sys.stderr)
+        return 128 + exc.signum

@@ -36,6 +36,7 @@ from importlib import resources
 import numpy as np
 
 from . import _data
+from .paths import read_regular
 
 
 class DataError(ValueError):
@@ -47,15 +48,8 @@ def default_data_path() -> str:
 
 
 def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"data path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
+    """The bytes of a regular file; a FIFO, a device or standard input is a DataError."""
+    return read_regular(path, "data file", DataError)
 
 
 def _decode(raw: bytes, path: str) -> str:
@@ -180,6 +174,8 @@ class Dataset:
     tokens: np.ndarray
     starts: np.ndarray
     _docs: Documents | None = field(default=None, init=False, repr=False)
+    # (tokens, starts, vocab_size) of the last check() that passed on read-only arrays
+    _checked: tuple | None = field(default=None, init=False, repr=False)
 
     @property
     def num_docs(self) -> int:
@@ -198,6 +194,38 @@ class Dataset:
     @property
     def vocab_size(self) -> int:
         return len(self.chars) + 1
+
+    def check(self, vocab_size: int) -> None:
+        """ValueError unless the compiled engine may read these arrays for a model
+        of vocab_size tokens: tokens int32 and starts int64, 1-D and contiguous,
+        at least one document, starts strictly increasing inside tokens, and every
+        token id in 0..vocab_size - 1. O(tokens); a pass on read-only arrays (as
+        load_dataset makes them) is remembered, so a dataset is checked once."""
+        tokens, starts = self.tokens, self.starts
+        checked = self._checked
+        if (checked is not None and checked[0] is tokens and checked[1] is starts
+                and checked[2] == vocab_size and not tokens.flags.writeable
+                and not starts.flags.writeable):
+            return
+        for name, array, dtype in (("tokens", tokens, np.int32), ("starts", starts, np.int64)):
+            if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != 1:
+                raise ValueError(f"dataset {name} must be a 1-D {np.dtype(dtype)} array, got "
+                                 f"{getattr(array, 'dtype', type(array).__name__)} "
+                                 f"{getattr(array, 'shape', '')}")
+            if not array.flags.c_contiguous:
+                raise ValueError(f"dataset {name} must be contiguous")
+        if len(starts) < 2:
+            raise ValueError("the dataset has no documents (starts needs 2 or more entries)")
+        if starts[0] < 0 or starts[-1] >= len(tokens):
+            raise ValueError(f"dataset starts run outside its {len(tokens)} tokens "
+                             f"({starts[0]}..{starts[-1]})")
+        if not (starts[1:] > starts[:-1]).all():
+            raise ValueError("dataset starts must be strictly increasing")
+        if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+            raise ValueError(f"dataset token ids must be in 0..{vocab_size - 1}, found "
+                             f"{tokens.min()}..{tokens.max()}")
+        if not tokens.flags.writeable and not starts.flags.writeable:
+            self._checked = (tokens, starts, vocab_size)
 
     def positions(self, block_size: int, batch_size: int, step0: int,
                   num_steps: int) -> np.ndarray:
@@ -231,7 +259,7 @@ class Dataset:
                              f"the {empty} set empty")
         cut = int(self.starts[n_train])  # the BOS between the two parts, in both
         train = Dataset(self.chars, self.tokens[:cut + 1], self.starts[:n_train + 1])
-        val = Dataset(self.chars, self.tokens[cut:], self.starts[n_train:] - cut)
+        val = Dataset(self.chars, self.tokens[cut:], _read_only(self.starts[n_train:] - cut))
         return train, val
 
 
@@ -289,4 +317,10 @@ def load_dataset(path: str | os.PathLike | None, rng: random.Random,
     tokens = np.empty(N + int((bounds[:, 1] - bounds[:, 0]).sum()) + 1, dtype=np.int32)
     starts = np.empty(N + 1, dtype=np.int64)
     _data.pack(codes, bounds, perm, lut, len(chars), tokens, starts)
-    return Dataset(chars, tokens, starts)
+    return Dataset(chars, _read_only(tokens), _read_only(starts))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """array, no longer writeable: a dataset's arrays, once checked, stay valid."""
+    array.flags.writeable = False
+    return array

@@ -74,14 +74,13 @@ class CompiledGPT:
         if data.vocab_size != self.config.vocab_size:
             raise ValueError(f"dataset vocab size {data.vocab_size} does not match the "
                              f"model's {self.config.vocab_size}")
-        if data.tokens.dtype != np.int32 or data.starts.dtype != np.int64:
-            raise ValueError("dataset tokens must be int32 and starts int64")
+        data.check(self.config.vocab_size)  # no index the kernels read can fall outside
 
     def _check_doc_ids(self, data: Dataset, doc_ids) -> np.ndarray:
         doc_ids = np.ascontiguousarray(doc_ids, np.int64)
         if doc_ids.ndim != 1 or not 1 <= len(doc_ids) <= self.batch_size:
             raise ValueError(f"need 1 to {self.batch_size} document ids")
-        if doc_ids.min() < 0 or doc_ids.max() >= len(data.docs):
+        if doc_ids.min() < 0 or doc_ids.max() >= data.num_docs:
             raise ValueError("document ids out of range")
         return doc_ids
 
@@ -143,8 +142,8 @@ class CompiledGPT:
         """A function next_probs(token, pos) -> float64 (V,): feed token at position
         pos (the workspace's KV cache holds positions < pos) and return
         softmax(logits / temperature), computed in compiled code."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < np.inf:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
         probs = np.empty(self.config.vocab_size, np.float64)
 
         def next_probs(token: int, pos: int) -> np.ndarray:

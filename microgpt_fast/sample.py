@@ -13,6 +13,7 @@ samples.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 
@@ -50,8 +51,8 @@ def command(args) -> int:
     """Print the samples the parsed args ask for; returns the exit code."""
     check_at_least(("--num-samples", args.num_samples, 0), ("--top-k", args.top_k, 1),
                    ("--max-len", args.max_len, 1))
-    if args.temperature is not None and not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if args.temperature is not None and not 0 < args.temperature < math.inf:
+        raise ValueError(f"--temperature must be finite and > 0, got {args.temperature}")
     trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)
     rng = None if args.seed is None else random.Random(args.seed)
     for text in trainer.sample(args.num_samples, args.temperature, args.prompt, args.top_k,

@@ -11,9 +11,12 @@
 With no arguments it prints what the original prints, line for line, then one
 summary line with the training time (the training loop only).
 
-Exit codes: 0 done, 1 the loss diverged (NaN or infinite), 2 bad input,
-130 interrupted (Ctrl-C stops at the end of the current chunk of steps and
-saves when --save is given).
+Exit codes: 0 done, 1 the loss diverged (NaN, infinite, or above 100 x
+ln(vocab size)), 2 bad input, 130 / 143 / 129 stopped by Ctrl-C / SIGTERM /
+SIGHUP (the run stops at the end of the current chunk of steps, at most about
+0.2 s or one step, and saves when --save is given; a second signal quits at
+once). When standard output's reader goes away (`| head`), the run still
+trains, saves and writes its files.
 """
 
 from __future__ import annotations
@@ -22,16 +25,15 @@ import argparse
 import csv
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 
 from .checkpoint import read_checkpoint
-from .cli import Parser, check_at_least, check_writable, run_guarded
+from .cli import ClosedReaderSafe, Parser, StopSignals, check_at_least, run_guarded
 from .config import DTYPES, GPTConfig, TrainConfig, configs_from
 from .kernels import VARIANTS
+from .paths import check_output
 from .plots import plot_loss, pyplot
 from .progress import Progress
 from .trainer import ENGINES, Trainer, TrainingDiverged
@@ -120,7 +122,8 @@ def check_args(args) -> None:
     if args.save_every and not args.save:
         raise ValueError("--save-every needs --save PATH")
     for flag in ("json", "save", "log_csv", "plot_loss"):
-        check_writable("--" + flag.replace("_", "-"), getattr(args, flag))
+        check_output("--" + flag.replace("_", "-"), getattr(args, flag),
+                     image=flag == "plot_loss")
     if args.plot_loss:
         pyplot("--plot-loss")  # fail before training when matplotlib is missing
     if (args.resume or args.save) and args.engine != "compiled":
@@ -222,51 +225,25 @@ def run(args, out) -> dict:
         log.validation(trainer.step, loss, time.perf_counter() - start)
         chunk_start[0] = time.perf_counter()
 
-    def on_sigint(signum, frame):
-        if trainer.stop_requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        trainer.request_stop()
-
-    # Ctrl-C asks for a stop at the end of the chunk (signals reach the main thread only)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
-    try:
-        while trainer.step < stop_at:
-            boundary = stop_at
-            for every in (args.eval_every, args.save_every):
-                if every:
-                    boundary = min(boundary, (trainer.step // every + 1) * every)
-            trainer.train(boundary - trainer.step, on_chunk=report)
-            if trainer.step < boundary:
-                break  # Ctrl-C
-            if val is not None and args.eval_every and trainer.step % args.eval_every == 0:
-                evaluate()
-            if args.save_every and trainer.step % args.save_every == 0 and trainer.step < stop_at:
-                trainer.save(args.save)
-    except TrainingDiverged as exc:
-        progress.clear()
+    # Ctrl-C, SIGTERM and SIGHUP ask for a stop at the end of the chunk; the
+    # checkpoint is still written, and a second signal quits at once
+    stop = StopSignals(trainer.request_stop)
+    with stop:
+        train_until(trainer, stop_at, args, val, report, evaluate, progress, log)
+        interrupted = trainer.step < stop_at or stop.signum is not None
+        if val is not None and not interrupted and trainer.step > first_step and not (
+                trainer.val_steps and trainer.val_steps[-1] == trainer.step):
+            evaluate()
         log.close()
-        kept = (f"; the last checkpoint, {args.save}, is kept" if args.save
-                and os.path.exists(args.save) else "")
-        raise SystemExit(f"error: {exc}: training diverged (try a lower --learning-rate)"
-                         f"{kept}") from None
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
-        progress.clear()
-    interrupted = trainer.step < stop_at
-    if val is not None and not interrupted and trainer.step > first_step and not (
-            trainer.val_steps and trainer.val_steps[-1] == trainer.step):
-        evaluate()
-    log.close()
-    if args.save:
-        trainer.save(args.save)
+        if args.save:
+            trainer.save(args.save)
+        interrupted = trainer.step < stop_at or stop.signum is not None
     if args.plot_loss:
         plot_loss(args.plot_loss, trainer.losses, trainer.val_steps, trainer.val_losses)
     if interrupted:
         print(f"interrupted at step {trainer.step} of {steps}"
               + (f"; saved {args.save}" if args.save else ""), file=sys.stderr)
-        raise SystemExit(130)
+        raise Stopped(stop.exit_code or 130)
     if args.save:
         print(f"saved checkpoint {args.save} (step {trainer.step})", file=out)
 
@@ -310,6 +287,41 @@ def run(args, out) -> dict:
     }
 
 
+class Stopped(Exception):
+    """The run ended early: diverged (exit 1, with its message) or stopped by a signal."""
+
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
+
+
+def train_until(trainer, stop_at, args, val, report, evaluate, progress, log) -> None:
+    """Train to stop_at, evaluating and saving at their intervals; returns early
+    when a stop was requested. Divergence becomes Stopped(1) naming the step."""
+    try:
+        while trainer.step < stop_at:
+            boundary = stop_at
+            for every in (args.eval_every, args.save_every):
+                if every:
+                    boundary = min(boundary, (trainer.step // every + 1) * every)
+            trainer.train(boundary - trainer.step, on_chunk=report)
+            if trainer.step < boundary:
+                return  # a stop signal
+            if val is not None and args.eval_every and trainer.step % args.eval_every == 0:
+                evaluate()
+            if args.save_every and trainer.step % args.save_every == 0 and trainer.step < stop_at:
+                trainer.save(args.save)
+    except TrainingDiverged as exc:
+        progress.clear()
+        log.close()
+        kept = (f"; the last checkpoint, {args.save}, is kept" if args.save
+                and os.path.exists(args.save) else "")
+        raise Stopped(1, f"error: {exc}: training diverged (try a lower --learning-rate)"
+                         f"{kept}") from None
+    finally:
+        progress.clear()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     return run_guarded(lambda: command(args))
@@ -317,17 +329,18 @@ def main(argv=None) -> int:
 
 def command(args) -> int:
     """run(), then the JSON record where --json asks for it; returns the exit code."""
-    out = sys.stderr if args.json == "-" else sys.stdout
+    stdout = ClosedReaderSafe(sys.stdout)  # a reader that leaves costs no files
+    out = sys.stderr if args.json == "-" else stdout
     try:
         record = run(args, out)
-    except SystemExit as exc:  # diverged (its message; exit 1) or interrupted (130)
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 1
+    except Stopped as exc:
+        if str(exc):
+            print(exc, file=sys.stderr)
         return exc.code
     if args.json == "-":
-        json.dump(record, sys.stdout)
-        sys.stdout.write("\n")
+        json.dump(record, stdout)
+        stdout.write("\n")
+        stdout.flush()
     elif args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)

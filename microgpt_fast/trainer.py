@@ -35,25 +35,50 @@ ENGINES = ("compiled", "reference")
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss, or a weight, became NaN or infinite at (1-based) step `step`."""
+    """Training broke down at (1-based) step `step`: its loss was NaN, infinite
+    or above Trainer.loss_limit, or its update made a weight NaN or infinite."""
 
     def __init__(self, step: int, loss: float, what: str | None = None):
         super().__init__(what or f"the loss became {loss} at step {step}")
         self.step, self.loss = step, loss
 
 
+def _memory_limit() -> int | None:
+    """Bytes this process may map: the smaller of physical memory and ulimit -v."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
 def _check_fits_in_memory(config: GPTConfig) -> None:
-    """Refuse, before drawing weights for minutes, a model this machine cannot hold."""
+    """Refuse, before drawing weights for minutes, a model this process cannot hold."""
     # the initial weights as Python floats (~32 bytes each), then params, Adam's
     # two moments and the transposed copy, in float64 at most
     need = config.num_params * (32 + 4 * 8)
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > have:
+    have = _memory_limit()
+    if have is not None and need > have:
         raise MemoryError(f"a model of {config.num_params:,} parameters needs about "
-                          f"{need / 2**30:.0f} GiB; this machine has {have / 2**30:.0f} GiB")
+                          f"{need / 2**30:.1f} GiB; this process may use "
+                          f"{have / 2**30:.1f} GiB")
+
+
+def _draw_params(config: GPTConfig, rng: random.Random) -> list[float]:
+    try:
+        return init_params(config, rng)
+    except MemoryError:
+        raise MemoryError(f"cannot allocate the initial weights: {config.num_params:,} "
+                          f"parameters, about {config.num_params * 32 / 2**20:,.0f} MiB as "
+                          "Python floats") from None
 
 
 class Trainer:
@@ -75,7 +100,7 @@ class Trainer:
         self._set_data(full)
         self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size)
         _check_fits_in_memory(self.config)
-        self._make_model(init_params(self.config, self.rng), kernel)
+        self._make_model(_draw_params(self.config, self.rng), kernel)
 
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike | Checkpoint, data=None,
@@ -186,14 +211,24 @@ class Trainer:
         """A stop was asked for and train() has not answered it yet."""
         return self._stop_requested
 
+    @property
+    def loss_limit(self) -> float:
+        """A step loss above this counts as divergence: 100 x ln(vocab size), a
+        hundred times the loss of uniform guessing, which no converging run
+        comes near (its first steps start at about ln(vocab size))."""
+        return 100 * math.log(self.config.vocab_size)
+
     def train(self, num_steps: int | None = None, on_chunk=None) -> np.ndarray:
         """Run the next num_steps steps (default: all that remain); returns their losses,
         float64 (num_steps,), or fewer when request_stop() was called meanwhile.
 
         on_chunk(first_step, losses) is called after each chunk of steps, outside
-        the timed region: the compiled engine trains many steps per call.
-        Raises TrainingDiverged when a loss is NaN or infinite; the model is then
-        spoiled and save() refuses it.
+        the timed region: the compiled engine trains many steps per call, in
+        chunks of 0.05 to 0.2 s (one step when a step is slower), and a stop
+        request is answered at the end of the chunk.
+        Raises TrainingDiverged naming the first step whose loss is NaN, infinite
+        or above loss_limit, or whose update made a weight NaN or infinite; the
+        model is then spoiled and save() refuses it.
         """
         tc = self.train_config
         if self.diverged_at is not None:
@@ -203,23 +238,15 @@ class Trainer:
         if not (isinstance(num_steps, int) and 0 <= num_steps <= remaining):
             raise ValueError(f"num_steps must be in 0..{remaining}, got {num_steps!r}")
         data = self.dataset
-        first, done, chunk = self.step, 0, 16
+        first, done, chunk = self.step, 0, 1
         while done < num_steps and not self._stop_requested:
             n = min(chunk, num_steps - done)
+            before = self._snapshot() if n > 1 else None
             t0 = time.perf_counter()
             losses = self._train_steps(self.step, n)
             elapsed = time.perf_counter() - t0
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if len(bad):
-                self.diverged_at = self.step + int(bad[0]) + 1
-                raise TrainingDiverged(self.diverged_at, float(losses[bad[0]]))
-            if not self._weights_finite():
-                # an update overflowed; the loss shows it only a step later
-                self.diverged_at = self.step + n
-                when = (f"at step {self.diverged_at}" if n == 1
-                        else f"in steps {self.step + 1}..{self.diverged_at}")
-                raise TrainingDiverged(self.diverged_at, float(losses[-1]),
-                                       f"the weights became NaN or infinite {when}")
+            if self._first_bad_loss(losses) is not None or not self._weights_finite():
+                self._diverged(losses, before)
             self.train_seconds += elapsed
             self.tokens_trained += int(data.positions(self.config.block_size, tc.batch_size,
                                                       self.step, n).sum())
@@ -228,11 +255,56 @@ class Trainer:
                 on_chunk(self.step, losses)
             self.step += n
             done += n
-            # grow chunks until each takes about a tenth of a second
-            if elapsed < 0.05:
+            # chunks of 0.05 to 0.2 s: progress and stop requests come through
+            # that often, and a call into the engine costs little next to it
+            if elapsed < 0.05 and self.engine == "compiled":
                 chunk *= 2
+            elif elapsed > 0.2:
+                chunk = max(1, chunk // 2)
         self._stop_requested = False  # the request is answered
         return self._losses[first:self.step].copy()
+
+    def _first_bad_loss(self, losses: np.ndarray) -> int | None:
+        bad = np.flatnonzero(~(np.abs(losses) <= self.loss_limit))  # NaN fails <=
+        return int(bad[0]) if len(bad) else None
+
+    def _snapshot(self):
+        """Weights and moments before a chunk, to find the step that broke them."""
+        m = self.model
+        return m.params.copy(), m.m.copy(), m.v.copy()
+
+    def _diverged(self, losses: np.ndarray, before) -> None:
+        """Raise TrainingDiverged for the first bad step of the chunk just trained.
+
+        A weight can turn NaN in a step whose loss stays finite (a ReLU masks
+        it), so a chunk of several steps is replayed from its snapshot one step
+        at a time, which gives the same bits, to name that step."""
+        step0 = self.step
+        if before is not None:
+            params, m, v = before
+            self.model.set_params(params)
+            self.model.m[:] = m
+            self.model.v[:] = v
+            for k in range(len(losses)):
+                loss = self._train_steps(step0 + k, 1)
+                if self._first_bad_loss(loss) is not None or not self._weights_finite():
+                    losses = loss
+                    step0 += k
+                    break
+        k = self._first_bad_loss(losses)
+        if k is None:  # the losses are fine: the last step's update broke a weight
+            self.diverged_at = step0 + len(losses)
+            raise TrainingDiverged(self.diverged_at, float(losses[-1]),
+                                   f"the weights became NaN or infinite at step "
+                                   f"{self.diverged_at}")
+        self.diverged_at = step0 + k + 1
+        loss = float(losses[k])
+        if math.isfinite(loss):
+            raise TrainingDiverged(self.diverged_at, loss,
+                                   f"the loss reached {loss:.4g} at step {self.diverged_at}, "
+                                   f"above {self.loss_limit:.4g} (100 x ln of the vocabulary "
+                                   "size), which no converging run reaches")
+        raise TrainingDiverged(self.diverged_at, loss)
 
     def _weights_finite(self) -> bool:
         if self.engine == "compiled":
@@ -257,8 +329,14 @@ class Trainer:
         losses = np.empty(n, np.float64)
         for k in range(n):
             batch = [self.dataset.doc_tokens(i) for i in self.batch_doc_ids(step0 + k)]
-            losses[k] = self.model.train_step(batch, step0 + k, tc.steps, tc.learning_rate,
-                                              tc.beta1, tc.beta2, tc.eps)
+            try:
+                losses[k] = self.model.train_step(batch, step0 + k, tc.steps, tc.learning_rate,
+                                                  tc.beta1, tc.beta2, tc.eps)
+            except (ValueError, OverflowError, ZeroDivisionError):
+                # math.log of a probability that underflowed to 0, math.exp past
+                # the largest float: the compiled engine's NaN or infinity
+                losses[k] = math.inf
+                return losses[:k + 1]
         return losses
 
     def evaluate(self, max_docs: int | None = None, record: bool = True) -> float:
@@ -313,7 +391,7 @@ class Trainer:
             raise ValueError(f"num_samples must be >= 0, got {num_samples!r}")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
                 and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+            raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
         if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
         if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
