@@ -54,17 +54,22 @@ class CompiledGPT:
         given = np.asarray(params, dtype=self.dtype)
         if given.shape != (P,):
             raise ValueError(f"expected {P} parameters, got shape {given.shape}")
-        self.params = _aligned_zeros(P, self.dtype)
+        try:
+            self.params = _aligned_zeros(P, self.dtype)
+            self.m = _aligned_zeros(P, self.dtype)
+            self.v = _aligned_zeros(P, self.dtype)
+            self._wt = _aligned_zeros(P, self.dtype)
+        except MemoryError:
+            raise MemoryError(f"cannot allocate the weights, Adam's moments and the transposed "
+                              f"copy: 4 x {P:,} {dtype} values, "
+                              f"{4 * P * self.dtype.itemsize / 2**20:,.0f} MiB") from None
         self.params[:] = given
-        self.m = _aligned_zeros(P, self.dtype)
-        self.v = _aligned_zeros(P, self.dtype)
         self._k = self.kernel.module
         # Never more threads than documents: a thread owns whole documents.
         self.threads = min(resolve_threads(threads, self.kernel), batch_size)
         self._ws = self._k.Workspace(config.n_embd, config.n_head, config.n_layer,
                                      config.block_size, config.vocab_size, batch_size,
                                      self.threads, self.dtype.itemsize)
-        self._wt = _aligned_zeros(P, self.dtype)
         self._sync_transposed()
 
     def _sync_transposed(self) -> None:

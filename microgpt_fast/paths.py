@@ -37,11 +37,16 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def refuse_stdin(path: str, what: str, error=ValueError) -> None:
+    """error when path names standard input, which is never a regular file."""
+    if os.fspath(path) in ("-", "/dev/stdin"):
+        raise error(f"{what} must be a regular file, not standard input: {path}")
+
+
 def open_regular(path: str, what: str, error=ValueError):
     """A binary file object for reading path, or error(one line) when path is
     missing, unreadable, or not a regular file. Never blocks on a FIFO."""
-    if path in ("-", "/dev/stdin"):
-        raise error(f"{what} must be a regular file, not standard input: {path}")
+    refuse_stdin(path, what, error)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:

@@ -27,8 +27,9 @@ import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from .config import GPTConfig, TrainConfig, init_params
-from .data import Dataset, load_dataset
+from .data import DataError, Dataset, load_dataset
 from .engine import CompiledGPT
+from .paths import refuse_stdin
 from .reference import ReferenceGPT
 
 ENGINES = ("compiled", "reference")
@@ -134,6 +135,8 @@ class Trainer:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.train_config, self.engine = tc, engine
+        if data is not None:
+            refuse_stdin(data, "data file", DataError)
         self.data = None if data is None else os.path.abspath(os.fspath(data))
         self._train_set: Dataset | None = None
         self._val_set: Dataset | None = None

@@ -187,7 +187,11 @@ cdef class Workspace:
                 or posix_memalign(&self.arena, 64, arena_bytes)
                 or posix_memalign(&self.partials, 64, partial_bytes)
                 or posix_memalign(&self.wt_copies, 64, max(copy_bytes, 64))):
-            raise MemoryError("cannot allocate the activation buffers")
+            raise MemoryError(
+                f"cannot allocate the engine's workspace: "
+                f"{(row_bytes + arena_bytes + partial_bytes + copy_bytes) / 2**20:,.0f} MiB of "
+                f"activations, scratch and partial gradients for {batch_size} documents of up "
+                f"to {block_size} positions on {n_threads} threads")
         memset(self.rows, 0, row_bytes)
         memset(self.arena, 0, arena_bytes)
         memset(self.partials, 0, partial_bytes)
@@ -196,7 +200,7 @@ cdef class Workspace:
         self.n_blocks = _weight_blocks(&self.d, NULL)
         self.blocks = <WeightBlock*>malloc(self.n_blocks * sizeof(WeightBlock))
         if self.row_ints == NULL or self.blocks == NULL or self.timers == NULL:
-            raise MemoryError()
+            raise MemoryError("cannot allocate the engine's row and block tables")
         _weight_blocks(&self.d, self.blocks)
 
     def __dealloc__(self):
@@ -615,7 +619,7 @@ def train_chunk(Workspace ws, floating[::1] params, floating[::1] wt, floating[:
             or doc_losses == NULL or adam_first == NULL or shares == NULL):
         free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
         free(adam_first); free(shares)
-        raise MemoryError()
+        raise MemoryError(f"cannot allocate the step plans of {nsteps} steps")
     cdef int s, b, th, k, t, me, granted, mine, i
     cdef long long step
     cdef double lr_t
@@ -724,7 +728,7 @@ def loss_and_grad(Workspace ws, const floating[::1] params, const floating[::1] 
     cdef double* doc_losses = <double*>malloc(B * sizeof(double))
     if doc_rows == NULL or bounds == NULL or shares == NULL or doc_losses == NULL:
         free(doc_rows); free(bounds); free(shares); free(doc_losses)
-        raise MemoryError()
+        raise MemoryError("cannot allocate the step plan")
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
     cdef floating* arenas = <floating*>ws.arena
@@ -800,6 +804,9 @@ def eval_loss(Workspace ws, const floating[::1] params, const floating[::1] wt,
     cdef int n_threads = min(ws.n_threads, B)
     cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
+    if doc_rows == NULL or bounds == NULL:
+        free(doc_rows); free(bounds)
+        raise MemoryError("cannot allocate the evaluation plan")
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
     cdef floating* arenas = <floating*>ws.arena

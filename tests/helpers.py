@@ -122,9 +122,9 @@ def env_without(tmp_path, module: str) -> dict:
     return env
 
 
-def interrupt_training(args, cwd, seconds: float) -> tuple[int, str, str]:
+def interrupt_training(args, cwd, seconds: float, sig=signal.SIGINT) -> tuple[int, str, str]:
     """Start `python -m microgpt_fast.train ARGS`, wait for its header and then
-    `seconds` more, send SIGINT; returns (exit code, stdout, stderr)."""
+    `seconds` more, send sig; returns (exit code, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "microgpt_fast.train", *map(str, args)],
                             cwd=cwd, env=cli_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -135,7 +135,7 @@ def interrupt_training(args, cwd, seconds: float) -> tuple[int, str, str]:
             assert line, f"no header; stderr: {proc.stderr.read()}"
             header.append(line)
         time.sleep(seconds)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
