@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cli import Parser, check_writable, run_guarded
+from .cli import Parser, run_guarded
 from .config import GPTConfig, init_params
 from .data import load_dataset
 from .engine import CompiledGPT
 from .kernels import Kernel, available_kernels, cpu_count, load_kernel
+from .paths import check_output
 from .peak import peak_gflops
 from .plots import pyplot
 from .reference import ReferenceGPT
@@ -215,7 +216,7 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
 def run(args, out=sys.stdout) -> dict:
     # fail before the measurements, not after them
     for flag in ("json", "csv", "plot"):
-        check_writable("--" + flag, getattr(args, flag))
+        check_output("--" + flag, getattr(args, flag), image=flag == "plot")
     if args.plot:
         pyplot("--plot")
     ds = load_dataset(args.data, random.Random(42))
@@ -225,7 +226,9 @@ def run(args, out=sys.stdout) -> dict:
     threads = sorted(set(args.threads or [1, cpu_count()]))
     if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1:
         raise ValueError("threads, repeats and steps must be >= 1")
-    peaks = {t: peak_gflops(t) for t in sorted(set(threads) | {1})}
+    # numpy's peak for the thread counts that can run: a model never gets more
+    # threads than cores, and BLAS with 64 threads on 2 cores only crawls
+    peaks = {t: peak_gflops(t) for t in sorted({min(t, cpu_count()) for t in threads} | {1})}
     print("peak float32 GFLOP/s (numpy matmul): "
           + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}" for t, p in peaks.items()),
           file=out)

@@ -40,18 +40,6 @@ def check_at_least(*checks: tuple[str, int | None, int]) -> None:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
 
 
-def check_writable(flag: str, path: str | None) -> None:
-    """Fail before the work, not after it, when an output file cannot be written
-    ('-' is standard output)."""
-    if path in (None, "-"):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{flag} path is a directory: {path}")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {flag} file: {path}")
-
-
 class Interrupted(BaseException):
     """A second stop signal (Ctrl-C, SIGTERM, SIGHUP): quit now; exit code 128 + signum."""
 
@@ -64,31 +52,42 @@ class StopSignals:
     """Ctrl-C (SIGINT), SIGTERM and SIGHUP, while inside the with block, as a
     request to stop: the first calls on_stop() and is kept in .signum (the
     command finishes what it must, saves, and exits with exit_code); a second
-    raises Interrupted at once. Outside the main thread it installs nothing."""
+    raises Interrupted at once, unless hold() was called: from then on signals
+    are only noted, while the command writes what it has. A signal ignored when
+    the block starts (nohup, a background job) stays ignored; outside the main
+    thread nothing is installed."""
 
     NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
 
     def __init__(self, on_stop=lambda: None):
         self.on_stop = on_stop
         self.signum: int | None = None
+        self.holding = False
         self._previous = {}
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if self.holding:
+            return
+        if not first:
             raise Interrupted(signum)
-        self.signum = signum
         self.on_stop()
+
+    def hold(self) -> None:
+        self.holding = True
 
     @property
     def exit_code(self) -> int | None:
-        """128 + the signal's number (130 for Ctrl-C), or None when none came."""
+        """128 + the first signal's number (130 for Ctrl-C), or None when none came."""
         return None if self.signum is None else 128 + self.signum
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for name in self.NAMES:
-                if hasattr(signal, name):
-                    num = getattr(signal, name)
+                num = getattr(signal, name, None)
+                if num is not None and signal.getsignal(num) is not signal.SIG_IGN:
                     self._previous[num] = signal.signal(num, self._handle)
         return self
 

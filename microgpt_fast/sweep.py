@@ -15,31 +15,39 @@ the other flags apply to every run.
     >>> results = sweep.run({"learning_rate": [0.003, 0.01]}, repeat=2)
     >>> [(r["setting"], r["seed"], r["final_loss"]) for r in results]
 
-run() takes any concurrent.futures-style executor (a local process pool by
-default; a dask.distributed Client works the same way). A run that fails (the
-loss diverges, a setting is invalid) is reported, not fatal.
+By default run() starts its own worker processes (python -m
+microgpt_fast.sweep_worker, fresh interpreters that never import the caller's
+__main__, so a script needs no `if __name__ == "__main__"` guard); it also
+takes any concurrent.futures-style executor, a dask.distributed Client
+included. A run that fails (the loss diverges, a setting is invalid, its
+worker process dies) is reported, not fatal.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
+import contextlib
 import csv
 import itertools
 import json
+import logging
 import math
-import multiprocessing
 import os
 import random
-import signal
+import selectors
+import site
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import fields
 
-from .cli import Parser, check_at_least, check_writable, run_guarded
+from .cli import ClosedReaderSafe, Parser, StopSignals, check_at_least, run_guarded
 from .config import GPTConfig, TrainConfig, configs_from
 from .data import DataError, load_dataset
-from .kernels import VARIANTS, KernelError, cpu_count
+from .kernels import VARIANTS, KernelError, cpu_count, load_kernel
+from .paths import check_output
 
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")
 # threads is always 1 (a run per core); sampling is not part of a sweep
@@ -64,11 +72,8 @@ def _field_type(name: str) -> type:
 def _parse_value(name: str, text: str):
     kind = _field_type(name)
     try:
-        if kind is int:
-            value = float(text)
-            if value != int(value):
-                raise ValueError
-            return int(value)
+        # an int field takes only what int() parses: through float(), "1e30" or
+        # "32.5" would quietly become some other integer
         return kind(text)
     except ValueError:
         raise SweepError(f"{name}: {text!r} is not a valid {kind.__name__}") from None
@@ -181,6 +186,12 @@ def _result(task: dict, status: str = "ok", error: str | None = None) -> dict:
             "seconds": None, "error": error}
 
 
+def _describe(exc: BaseException) -> str:
+    """An exception as one line: "CommClosedError: in <...>", or its name alone."""
+    text = str(exc).replace("\n", " ").strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def run_one(task: dict) -> dict:
     """Train one setting with one seed; never raises for a failing run.
 
@@ -210,21 +221,206 @@ def run_one(task: dict) -> dict:
     return result
 
 
-def _worker_init() -> None:
-    # Ctrl-C is the parent's to handle: it cancels what is queued and keeps the results
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["OMP_NUM_THREADS"] = "1"
+def _checked(result, task: dict) -> dict:
+    """result, or a failed run of task in its place when result is not one: an
+    "ok" run always has a float final_loss."""
+    if not isinstance(result, dict):
+        return _result(task, "error", f"not a run's result: {type(result).__name__}")
+    if result.get("status") == "ok" and not isinstance(result.get("final_loss"), float):
+        return {**result, "status": "error", "error": "the run reported no final loss"}
+    return result
 
 
-def local_executor(workers: int | None = None) -> cf.ProcessPoolExecutor:
-    """A pool of worker processes (default: one per core), started with spawn
-    so that no OpenMP state is inherited from the parent."""
-    workers = workers or cpu_count()
-    return cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                                  mp_context=multiprocessing.get_context("spawn"))
+# -- local worker processes ---------------------------------------------------
+
+def _plain(value):
+    """JSON for the numpy scalars a grid may hold (np.int64 is no int to json)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a setting value")
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one single-threaded run per core
+    # the workers import this very package, wherever the caller found it (an
+    # in-place build, a folder added to sys.path); site-packages they find anyway,
+    # and it must not go ahead of the standard library
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in site.getsitepackages() + [site.getusersitepackages()]:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+class _Worker:
+    """One `python -m microgpt_fast.sweep_worker` process and the task it holds.
+
+    It runs in its own session, so a terminal's Ctrl-C reaches only the sweep,
+    which then kills it; its stderr is drained (a full pipe would stop it) and
+    the last of it kept to say why it died."""
+
+    def __init__(self, env: dict):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "microgpt_fast.sweep_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.task = None
+        self.partial = b""  # stdout after the last complete line
+        self.stderr_tail = b""
+
+    def send(self, task: dict) -> None:
+        self.task = task
+        try:
+            self.process.stdin.write(json.dumps(task, default=_plain).encode() + b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: the end of its stdout reports the task
+
+    def read_results(self) -> list | None:
+        """The results it wrote since the last call, or None at the end of its stdout."""
+        data = os.read(self.process.stdout.fileno(), 65536)
+        if not data:
+            return None
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        results = []
+        for line in lines:
+            try:
+                results.append(json.loads(line))
+            except ValueError:
+                results.append(None)  # _checked makes it a failed run
+        return results
+
+    def read_stderr(self) -> bool:
+        """Keep the last of its stderr; False at the end of it."""
+        data = os.read(self.process.stderr.fileno(), 65536)
+        self.stderr_tail = (self.stderr_tail + data)[-4096:]
+        return bool(data)
+
+    def death(self) -> str:
+        """Why it ended (its stdout did): "worker process 123 died (killed by signal 9)"."""
+        try:
+            code = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # closed its stdout yet lives on
+            self.process.kill()
+            code = self.process.wait()
+        while self.read_stderr():  # the rest of what it said, now that it is gone
+            pass
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        said = self.stderr_tail.decode(errors="replace").strip().splitlines()
+        if said and code >= 0:
+            how += f": {said[-1].strip()[:200]}"
+        return f"worker process {self.process.pid} died ({how})"
+
+    def stop(self, at_once: bool) -> None:
+        """End the process: at once (it may be mid-run), or by closing its stdin."""
+        if not at_once:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=1)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _run_on_workers(tasks: list[dict], workers: int, report) -> None:
+    """Run the tasks on `workers` local worker processes, report(result) as each
+    finishes. A worker that dies fails the run it held and is replaced. On any
+    exit (Ctrl-C raises KeyboardInterrupt here) the workers are ended: at once
+    unless every run is done."""
+    queue = collections.deque(tasks)
+    env = _worker_env()
+    selector = selectors.DefaultSelector()
+    pool = []
+
+    def start_worker():
+        worker = _Worker(env)
+        pool.append(worker)
+        selector.register(worker.process.stdout, selectors.EVENT_READ, (worker, "stdout"))
+        selector.register(worker.process.stderr, selectors.EVENT_READ, (worker, "stderr"))
+
+    def retire(worker):
+        selector.unregister(worker.process.stdout)
+        with contextlib.suppress(KeyError):  # already unregistered at the end of stderr
+            selector.unregister(worker.process.stderr)
+        pool.remove(worker)
+
+    finished = False
+    try:
+        for _ in range(min(workers, len(tasks))):
+            start_worker()
+        while queue or any(worker.task is not None for worker in pool):
+            for worker in pool:
+                if worker.task is None and queue:
+                    worker.send(queue.popleft())
+            # a short timeout: Ctrl-C is seen at once even where select() is not interrupted
+            for key, _ in selector.select(timeout=0.2):
+                worker, stream = key.data
+                if worker not in pool:  # died earlier in this batch
+                    continue
+                if stream == "stderr":
+                    if not worker.read_stderr():
+                        selector.unregister(worker.process.stderr)
+                    continue
+                results = worker.read_results()
+                if results is None:
+                    retire(worker)
+                    if worker.task is not None:
+                        report(_result(worker.task, "error", worker.death()))
+                    worker.stop(at_once=True)
+                    if queue:
+                        start_worker()
+                    continue
+                for result in results:
+                    if worker.task is not None:
+                        task, worker.task = worker.task, None
+                        report(_checked(result, task))
+        finished = True
+    finally:
+        for worker in pool:
+            worker.stop(at_once=not finished)
+        selector.close()
 
 
 # -- the sweep ----------------------------------------------------------------
+
+def _run_on_executor(tasks: list[dict], executor, report) -> None:
+    """Submit every task to a concurrent.futures-style executor, report(result)
+    as each finishes; on any exit the runs not yet started are cancelled."""
+    pending = {}
+    try:
+        pending = {executor.submit(run_one, task): task for task in tasks}
+        while pending:
+            done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                try:
+                    result = _checked(future.result(), task)
+                except Exception as exc:  # the worker itself failed (killed, lost)
+                    result = _result(task, "error", _describe(exc))
+                report(result)
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+@contextlib.contextmanager
+def _quiet_loggers(library: str):
+    """Silence a library's loggers (and restore them after): a run that fails is
+    one line of the table, not also the library's traceback."""
+    names = {library} | {name for name in logging.root.manager.loggerDict
+                         if name.startswith(library + ".")}
+    loggers = [logging.getLogger(name) for name in sorted(names)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
 
 def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = None,
         n_random: int = 0, repeat: int = 1, fixed: dict | None = None, data=None,
@@ -236,10 +432,12 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
     grid: {field: [values]}; ranges: {field: (low, high, "lin"|"log")} with
     n_random draws; fixed: other config fields for every run (seed is the first
     seed). executor: any object with submit() returning concurrent.futures
-    futures (default: local_executor(workers)); a dask.distributed Client is
-    used through its get_executor(). on_result(result, done, total) is called
-    as each run finishes. On KeyboardInterrupt the queued runs are cancelled
-    and the finished ones returned; `interrupted` is then set on the list.
+    futures; a dask.distributed Client is used through its get_executor().
+    Without one, `workers` local worker processes run the sweep (default: one
+    per core); a worker that dies fails the run it held, and a new one takes
+    its place. on_result(result, done, total) is called as each run finishes.
+    On KeyboardInterrupt the workers are killed, the queued runs cancelled and
+    the finished ones returned; `interrupted` is then set on the list.
     """
     fixed = dict(fixed or {})
     for name in fixed:
@@ -249,39 +447,30 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
     if workers is not None and not (isinstance(workers, int) and workers >= 1):
         raise SweepError(f"workers must be >= 1, got {workers!r}")
     settings = make_settings(grid, ranges, n_random, search_seed)
+    if executor is None:
+        load_kernel(kernel)  # a bad name (or $MICROGPT_FAST_KERNEL) fails once, not every run
     first_seed = fixed.pop("seed", _DEFAULTS["seed"])
     data = None if data is None else os.path.abspath(os.fspath(data))
     tasks = [{"id": i, "setting": setting, "seed": setting.get("seed", first_seed) + k,
               "fixed": fixed, "data": data, "kernel": kernel}
              for i, (setting, k) in enumerate(itertools.product(settings, range(repeat)))]
-    own = executor is None
-    if own:
-        executor = local_executor(workers)
-    elif hasattr(executor, "get_executor"):  # a dask.distributed Client
-        executor = executor.get_executor()
     results = SweepResults()
-    pending = {}
+
+    def report(result):
+        results.append(result)
+        if on_result is not None:
+            on_result(result, len(results), len(tasks))
+
     try:
-        pending = {executor.submit(run_one, task): task for task in tasks}
-        while pending:
-            done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                task = pending.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker itself failed (killed, lost)
-                    result = _result(task, "error",
-                                     f"{type(exc).__name__}: {exc}".replace("\n", " "))
-                results.append(result)
-                if on_result is not None:
-                    on_result(result, len(results), len(tasks))
+        if executor is None:
+            _run_on_workers(tasks, workers or cpu_count(), report)
+        elif hasattr(executor, "get_executor"):  # a dask.distributed Client
+            with _quiet_loggers("distributed"):
+                _run_on_executor(tasks, executor.get_executor(), report)
+        else:
+            _run_on_executor(tasks, executor, report)
     except KeyboardInterrupt:
         results.interrupted = True
-        for future in pending:
-            future.cancel()
-    finally:
-        if own:
-            executor.shutdown(wait=not results.interrupted, cancel_futures=True)
     return results
 
 
@@ -448,15 +637,22 @@ def _dask_client(address: str):
         raise SweepError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
+def _stop_sweep() -> None:
+    raise KeyboardInterrupt  # run() kills the workers and keeps the finished runs
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_guarded(lambda: command(args))
+    # Ctrl-C, SIGTERM and SIGHUP stop a sweep alike; the exit code names the signal
+    with StopSignals(_stop_sweep) as stop:
+        code = run_guarded(lambda: command(args, stop))
+    return stop.exit_code or code
 
 
-def command(args) -> int:
-    """Run the sweep the parsed args describe and print its table; returns the exit code."""
-    client = None
-    try:
+def command(args, stop: StopSignals | None = None) -> int:
+    """Run the sweep the parsed args describe, write its files and print its
+    table; returns the exit code: 0, 1 when every run failed, 130 when stopped."""
+    with contextlib.ExitStack() as cleanup:
         check_at_least(("--workers", args.workers, 1), ("--repeat", args.repeat, 1),
                        ("--random", args.random, 0))
         grid, ranges = parse_grid(args.grid), parse_ranges(args.range)
@@ -465,21 +661,28 @@ def command(args) -> int:
                              "with --range FIELD=LOW:HIGH")
         fixed = {name: getattr(args, name) for name in SWEEPABLE
                  if getattr(args, name) is not None}
-        for flag in ("json", "csv", "plot"):
-            check_writable("--" + flag, getattr(args, flag))
+        for flag in ("--json", "--csv", "--plot"):
+            check_output(flag, getattr(args, flag[2:]), image=(flag == "--plot"))
         if args.plot:
             from .plots import pyplot
             pyplot("--plot")
         if args.data is not None:
             load_dataset(args.data, random.Random(0))  # a bad file is one error, not one per run
+        if not args.dask:
+            # the local workers load what --kernel or $MICROGPT_FAST_KERNEL names;
+            # Dask workers have their own environment and CPUs
+            load_kernel(args.kernel)
         settings = make_settings(grid, ranges, args.random, args.search_seed)
         total = len(settings) * args.repeat
         executor = None
         if args.dask:
-            client = _dask_client(args.dask)
-            executor = client
+            executor = _dask_client(args.dask)
+            # a client that lost its scheduler logs a traceback as it tries to
+            # reconnect, up to its close: quiet until then (the runs say it failed)
+            cleanup.enter_context(_quiet_loggers("distributed"))
+            cleanup.callback(executor.close)
         where = (f"Dask scheduler {args.dask}" if args.dask
-                 else f"{args.workers or cpu_count()} worker processes")
+                 else f"{min(args.workers or cpu_count(), total)} worker processes")
         print(f"sweep: {len(settings)} settings x {args.repeat} seeds = {total} runs on {where}",
               file=sys.stderr)
         show = not args.no_progress and sys.stderr.isatty()
@@ -506,15 +709,14 @@ def command(args) -> int:
 
         results = run(grid, ranges, args.random, args.repeat, fixed, args.data, executor,
                       args.workers, args.kernel, args.search_seed, on_result)
+        if stop is not None:
+            stop.hold()  # a signal from here on: the files are still written
         if show:
             sys.stderr.write("\r\033[K")
         elapsed = time.perf_counter() - start
         names = list(grid) + list(ranges)
         rows = summarize(results)
-        print(format_table(rows, names))
-        n_ok = sum(r["status"] == "ok" for r in results)
-        print(f"{len(results)} of {total} runs in {elapsed:.1f} s ({n_ok} ok, "
-              f"{len(results) - n_ok} failed)" + ("; interrupted" if results.interrupted else ""))
+        # the files first: a reader of stdout that went away must not cost them
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"swept": names, "fixed": fixed, "elapsed_s": elapsed,
@@ -526,10 +728,19 @@ def command(args) -> int:
         if args.plot and results:
             plot(args.plot, results, names,
                  [n for n, (_, _, scale) in ranges.items() if scale == "log"])
-        return 130 if results.interrupted else 0
-    finally:
-        if client is not None:
-            client.close()
+        n_ok = sum(r["status"] == "ok" for r in results)
+        out = ClosedReaderSafe(sys.stdout)  # a reader that went away costs nothing more
+        print(format_table(rows, names), file=out)
+        print(f"{len(results)} of {total} runs in {elapsed:.1f} s ({n_ok} ok, "
+              f"{len(results) - n_ok} failed)"
+              + ("; interrupted" if results.interrupted else ""), file=out)
+        out.flush()
+        if results.interrupted:
+            return 130
+        if n_ok == 0:
+            print(f"error: all {len(results)} runs failed", file=sys.stderr)
+            return 1
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pty
 import select
@@ -83,6 +85,25 @@ def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
         cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
         text=True, timeout=timeout,
     )
+
+
+def call_main(main, args, cwd) -> subprocess.CompletedProcess:
+    """A command's main(ARGS) called in this process, in cwd: its exit code and
+    what it printed, as run_cli gives them. For the many bad-input cases, each of
+    which fails before any work: a new interpreter per case would cost more than
+    the case (the subprocess tests cover the command run for real)."""
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's own errors
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 # A small model for CLI runs that only need a few quick steps.

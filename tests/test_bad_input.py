@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from microgpt_fast import train
 from microgpt_fast.config import GPTConfig, TrainConfig, init_params
 from microgpt_fast.data import DataError
 from microgpt_fast.engine import CompiledGPT
@@ -16,7 +17,7 @@ from microgpt_fast.kernels import KernelError, load_kernel
 from microgpt_fast.reference import ReferenceGPT
 from microgpt_fast.trainer import Trainer
 
-from helpers import cli_env, run_cli
+from helpers import call_main, cli_env, run_cli
 
 
 def assert_one_line_error(result, *words):
@@ -107,7 +108,7 @@ BAD_ARGS = {
 
 @pytest.mark.parametrize("args, word", list(BAD_ARGS.values()), ids=list(BAD_ARGS))
 def test_cli_bad_arguments(tmp_path, args, word):
-    result = run_cli(args, cwd=tmp_path)
+    result = call_main(train.main, args, cwd=tmp_path)
     assert_one_line_error(result, word)
     assert result.stdout == ""
 

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from microgpt_fast import (CheckpointError, GPTConfig, TrainConfig, Trainer, load_checkpoint,
-                           read_checkpoint)
+                           read_checkpoint, sample, train)
 from microgpt_fast.kernels import cpu_count
 
-from helpers import SMALL, assert_cli_error, cli_env, run_cli, run_sample
+from helpers import SMALL, assert_cli_error, call_main, cli_env, run_cli, run_sample
 
 CFG = GPTConfig(n_embd=8, n_head=2, block_size=8)
 ARRAYS = ("params", "adam_m", "adam_v", "losses", "val_steps", "val_losses")
@@ -369,7 +369,8 @@ def test_api_rejects_broken_checkpoint(tmp_path, good_checkpoint, kind):
 @pytest.mark.parametrize("kind", BROKEN)
 def test_train_cli_resume_broken_checkpoint(tmp_path, good_checkpoint, kind):
     path = make_broken(kind, tmp_path, good_checkpoint)
-    result = run_cli(["--resume", path, "--quiet", "--num-samples", "0"], cwd=tmp_path)
+    result = call_main(train.main, ["--resume", path, "--quiet", "--num-samples", "0"],
+                       cwd=tmp_path)
     assert_cli_error(result)
     assert result.stdout == ""
 
@@ -377,7 +378,7 @@ def test_train_cli_resume_broken_checkpoint(tmp_path, good_checkpoint, kind):
 @pytest.mark.parametrize("kind", BROKEN)
 def test_sample_cli_broken_checkpoint(tmp_path, good_checkpoint, kind):
     path = make_broken(kind, tmp_path, good_checkpoint)
-    result = run_sample(["--checkpoint", path], cwd=tmp_path)
+    result = call_main(sample.main, ["--checkpoint", path], cwd=tmp_path)
     assert_cli_error(result)
     assert result.stdout == ""
 

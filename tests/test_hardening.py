@@ -21,12 +21,13 @@ import time
 import numpy as np
 import pytest
 
-from microgpt_fast import load_checkpoint
+from microgpt_fast import load_checkpoint, train
 from microgpt_fast.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer, TrainingDiverged
 
-from helpers import SMALL, assert_cli_error, cli_env, interrupt_training, run_cli, run_sample
+from helpers import (SMALL, assert_cli_error, call_main, cli_env, interrupt_training, run_cli,
+                     run_sample)
 
 QUICK = SMALL + ["--steps", "5", "--num-samples", "0", "--quiet"]
 
@@ -96,7 +97,7 @@ def _limit_memory(nbytes):
 
 @pytest.mark.parametrize("args, what", [
     (["--n-embd", "2000", "--n-head", "1"], "parameters"),
-    (["--n-embd", "600", "--n-head", "1", "--batch-size", "64", "--block-size", "256",
+    (["--n-embd", "128", "--n-head", "1", "--batch-size", "1024", "--block-size", "256",
       "--dtype", "float32"], "workspace"),
 ])
 def test_out_of_memory_says_what_and_how_much(tmp_path, args, what):
@@ -162,7 +163,7 @@ def test_closed_pipe_still_trains_and_saves(tmp_path):
     (["--plot-loss", "loss"], ["--plot-loss", "suffix"]),
 ])
 def test_output_paths_checked_before_training(tmp_path, args, words):
-    result = run_cli(QUICK + args, cwd=tmp_path, timeout=20)
+    result = call_main(train.main, QUICK + args, cwd=tmp_path)
     assert_cli_error(result, *words)
     assert result.stdout == ""
     assert not (tmp_path / "newdir").exists()
@@ -304,7 +305,7 @@ def test_signal_saves_and_exits(tmp_path, sig, code):
 
 def test_stop_honoured_within_about_a_step_on_a_slow_model(tmp_path):
     """A model of about 0.1 s a step stops within a few tenths of a second."""
-    args = ["--n-embd", "256", "--n-layer", "4", "--batch-size", "64", "--dtype", "float32",
+    args = ["--n-embd", "128", "--n-layer", "2", "--batch-size", "1024", "--dtype", "float32",
             "--steps", "1000", "--log-every", "1", "--num-samples", "0", "--save", "run.npz",
             "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "microgpt_fast.train", *args], cwd=tmp_path,

@@ -1,16 +1,19 @@
 """Hyperparameter sweeps: python -m microgpt_fast.sweep and sweep.run().
 
 Every run of a sweep must give the very numbers that training the same setting
-directly gives, whichever executor ran it (the local process pool, a thread
-pool, a Dask cluster); failing runs are reported, not fatal; bad flags are a
-one-line error; Ctrl-C keeps the finished runs and leaves no workers behind.
+directly gives, whichever executor ran it (the local worker processes, a
+thread pool, a Dask cluster); failing runs are reported, not fatal, and so is a
+worker process that dies; bad flags are a one-line error before any run;
+Ctrl-C, SIGTERM and SIGHUP keep the finished runs and leave no workers behind.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import glob
 import json
+import logging
 import math
 import os
 import re
@@ -26,7 +29,7 @@ from microgpt_fast import sweep
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer
 
-from helpers import cli_env, env_without, run_on_tty
+from helpers import SMALL, call_main, cli_env, env_without, run_on_tty
 
 # A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
 GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
@@ -142,6 +145,69 @@ def test_thread_pool_executor_gives_same_results(local_sweep):
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
         threaded = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, executor=pool)
     assert without_seconds(threaded) == without_seconds(local_sweep[0])
+
+
+class FakeFuture(cf.Future):
+    def __init__(self, result):
+        super().__init__()
+        self.set_result(result)
+
+
+class ReturnsNoLoss:
+    """An executor whose runs say "ok" without a loss (as a stale worker's might)."""
+
+    def submit(self, fn, task):
+        return FakeFuture({**sweep._result(task), "seconds": 0.0})
+
+
+def test_an_ok_run_always_has_a_float_loss():
+    results = sweep.run({"learning_rate": [0.01, 0.03]}, fixed={"steps": 2},
+                        executor=ReturnsNoLoss())
+    assert len(results) == 2
+    for r in results:
+        assert r["status"] == "error" and r["final_loss"] is None, r
+        assert r["error"] == "the run reported no final loss"
+    assert all(row["final_loss"] is None for row in sweep.summarize(results))
+
+
+class FakeDaskClient:
+    """What run() uses of a dask.distributed Client: get_executor(). Its runs note
+    whether the distributed library would print an error (a traceback when the
+    scheduler dies) while the sweep goes."""
+
+    def __init__(self):
+        self.pool = cf.ThreadPoolExecutor(max_workers=1)
+        self.would_log = []
+
+    def get_executor(self):
+        client = self
+
+        class Executor:
+            def submit(self, fn, task):
+                client.would_log.append([logging.getLogger(name).isEnabledFor(logging.ERROR)
+                                         for name in ("distributed", "distributed.client")])
+                return client.pool.submit(fn, task)
+
+        return Executor()
+
+
+def test_dask_library_logs_silenced_during_the_sweep_only():
+    """A failed run is one line of the table, not also distributed's own traceback."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "distributed.client")]
+    saved = [logger.level for logger in loggers]
+    loggers[1].setLevel(logging.WARNING)  # as distributed's config sets it
+    client = FakeDaskClient()
+    try:
+        results = sweep.run({"learning_rate": [0.01, 0.03]}, fixed={"steps": 2},
+                            executor=client)
+        after = [logger.level for logger in loggers]
+    finally:
+        client.pool.shutdown()
+        for logger, level in zip(loggers, saved):
+            logger.setLevel(level)
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert client.would_log == [[False, False]] * 2
+    assert after == [saved[0], logging.WARNING]
 
 
 def test_dask_local_cluster_gives_same_results(local_sweep):
@@ -318,6 +384,45 @@ def test_table_sorted_by_validation_loss(tmp_path):
     assert SUMMARY.match(summary).groups() == ("8", "8", "8", "0", None)
 
 
+def test_script_without_main_guard(tmp_path):
+    """The README's example, saved as a script without `if __name__ == "__main__"`:
+    the workers are fresh interpreters that never import the caller's __main__."""
+    script = tmp_path / "my_sweep.py"
+    script.write_text(
+        "from microgpt_fast import sweep\n"
+        "results = sweep.run({'learning_rate': [0.003, 0.01, 0.03]}, repeat=3,"
+        " fixed={'steps': 50})\n"
+        "for row in sweep.summarize(results):\n"
+        "    print(row['setting'], row['final_loss'], row['final_loss_sd'])\n")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=60)
+    ok(result)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and "None" not in result.stdout, result.stdout
+    for line in lines:
+        setting, final, sd = line.rsplit(" ", 2)
+        assert math.isfinite(float(final)) and float(sd) > 0, line
+
+
+def test_files_written_when_stdout_reader_is_gone(tmp_path):
+    """`sweep ... | head -1`: the table meets a closed pipe; the files are still written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away before the table was printed
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "microgpt_fast.sweep", "--grid", "learning_rate=0.01,0.03",
+             "--steps", "20", "--workers", "2", "--json", "p.json", "--csv", "p.csv"],
+            cwd=tmp_path, env=cli_env(), stdout=write_end, stderr=subprocess.PIPE, text=True,
+            timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    runs = json.loads((tmp_path / "p.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["ok", "ok"]
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 3
+
+
 def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
     ok(run_sweep_cli(["--random", "3", "--range", "learning_rate=1e-3:1e-1:log",
@@ -356,13 +461,55 @@ BAD_ARGS = {
     "repeat-0": (["--grid", "learning_rate=0.01", "--repeat", "0"], ["repeat"]),
     "missing-data": (["--grid", "learning_rate=0.01", "--data", "missing.txt"],
                      ["missing.txt"]),
+    # an int field takes what int() parses, not 1e30 as some 31-digit seed
+    "grid-int-exponent": (["--grid", "seed=1,1e30"], ["seed", "1e30"]),
+    "grid-int-fraction": (["--grid", "n_embd=16,32.5"], ["n_embd", "32.5"]),
+    "grid-int-1e3": (["--grid", "n_embd=1e3"], ["n_embd", "1e3"]),
+    # output paths are checked before the runs, not when writing after them
+    "json-names-folder": (["--grid", "learning_rate=0.01", "--json", "newdir/"],
+                          ["--json", "newdir/"]),
+    "json-folder-missing": (["--grid", "learning_rate=0.01", "--json", "newdir/s.json"],
+                            ["--json", "newdir"]),
+    "csv-folder-missing": (["--grid", "learning_rate=0.01", "--csv", "newdir/s.csv"],
+                           ["--csv", "newdir"]),
+    "plot-unknown-format": (["--grid", "learning_rate=0.01", "--plot", "out.xyz"],
+                            ["--plot", ".xyz"]),
+    "plot-no-suffix": (["--grid", "learning_rate=0.01", "--plot", "out"], ["--plot", "out.png"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_ARGS))
 def test_cli_bad_input_is_one_line_error(tmp_path, case):
     args, words = BAD_ARGS[case]
-    assert_one_line_error(run_sweep_cli(args + ["--steps", "5"], cwd=tmp_path), *words)
+    assert_one_line_error(call_main(sweep.main, args + ["--steps", "5"], cwd=tmp_path), *words)
+    assert os.listdir(tmp_path) == []  # no output file, nor a folder for one
+
+
+def test_cli_unknown_kernel_from_environment_is_one_line_error(tmp_path):
+    """Once, before the runs, not as a failure of every run."""
+    result = run_sweep_cli(["--grid", "learning_rate=0.01,0.03", "--steps", "5"], cwd=tmp_path,
+                           env=cli_env(MICROGPT_FAST_KERNEL="bogus"))
+    assert_one_line_error(result, "kernel", "bogus")
+
+
+def test_api_unknown_kernel_from_environment_raises(monkeypatch):
+    monkeypatch.setenv("MICROGPT_FAST_KERNEL", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        sweep.run({"steps": [2]}, workers=1)
+
+
+def test_cli_every_run_failing_exits_1(tmp_path):
+    """n_embd 16 is divisible by neither 3 nor 5: the table, and exit code 1."""
+    result = run_sweep_cli(["--grid", "n_head=3,5", "--n-embd", "16", "--steps", "5",
+                            "--workers", "2", "--json", "f.json"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == "error: all 2 runs failed", result.stderr
+    _, rows, summary = table(result.stdout)
+    assert [row[2] for row in rows] == ["0/1", "0/1"]
+    assert SUMMARY.match(summary).groups() == ("2", "2", "0", "2", None)
+    runs = json.loads((tmp_path / "f.json").read_text())["runs"]
+    assert all(r["status"] == "error" and "divisible" in r["error"] for r in runs)
 
 
 def test_cli_invalid_value_of_a_run_is_a_failed_run(tmp_path):
@@ -385,6 +532,7 @@ def test_cli_invalid_value_of_a_run_is_a_failed_run(tmp_path):
     lambda: sweep.parse_grid(["learning_rate=0.1,,0.2"]),
     lambda: sweep.parse_grid(["nope=1,2"]),
     lambda: sweep.parse_grid(["n_embd=1.5"]),
+    lambda: sweep.parse_grid(["seed=1e30"]),
     lambda: sweep.parse_grid(["steps=5", "steps=6"]),
     lambda: sweep.parse_ranges(["learning_rate=1:0.1"]),
     lambda: sweep.parse_ranges(["learning_rate=0:1:log"]),
@@ -397,9 +545,10 @@ def test_cli_invalid_value_of_a_run_is_a_failed_run(tmp_path):
     lambda: sweep.run({"steps": [5]}, fixed={"threads": 2}),
     lambda: sweep.run({"steps": [5]}, repeat=0),
 ], ids=["grid-no-equals", "grid-no-values", "grid-empty-value", "grid-unknown-field",
-        "grid-not-int", "grid-field-twice", "range-low-above-high", "range-log-from-zero",
-        "range-bad-scale", "range-not-numeric", "range-without-random", "random-without-range",
-        "grid-and-range", "run-unknown-field", "run-unknown-fixed", "run-repeat-0"])
+        "grid-not-int", "grid-int-exponent", "grid-field-twice", "range-low-above-high",
+        "range-log-from-zero", "range-bad-scale", "range-not-numeric", "range-without-random",
+        "random-without-range", "grid-and-range", "run-unknown-field", "run-unknown-fixed",
+        "run-repeat-0"])
 def test_api_bad_input_raises_sweep_error(call):
     with pytest.raises(sweep.SweepError) as info:
         call()
@@ -460,52 +609,128 @@ def test_cli_random_search_crossed_with_grid(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Ctrl-C
+# The local worker processes: a dead one, Ctrl-C, SIGTERM, SIGHUP
 
-def test_ctrl_c_keeps_finished_runs_and_leaves_no_workers(tmp_path):
-    psutil = None
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
+                                reason="finds the worker processes in Linux's /proc")
+
+
+def cmdline(pid: int) -> str:
     try:
-        import psutil
-    except ImportError:
-        pass  # the check for orphaned workers needs psutil; the rest runs without
-    total = 300
-    args = [sys.executable, "-m", "microgpt_fast.sweep", "--grid", "learning_rate=0.01",
-            "--repeat", str(total), "--steps", "3000", "--workers", "2", "--json", "i.json"]
-    # its own process group, signalled as a terminal's Ctrl-C signals it (workers too);
-    # SIGINT restored, as a shell that runs pytest in the background ignores it
-    proc = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The sweep worker processes among pid's children."""
+    children = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                children += [int(child) for child in f.read().split()]
+        except OSError:
+            pass  # the thread ended
+    return [child for child in children if "microgpt_fast.sweep_worker" in cmdline(child)]
+
+
+def running_worker(pid: int) -> bool:
+    """pid is a sweep worker still running (a zombie has no command line)."""
+    return "microgpt_fast.sweep_worker" in cmdline(pid)
+
+
+def wait_for_workers(proc, count: int, timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the sweep ended before its workers were seen"
+        pids = worker_pids(proc.pid)
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} worker processes after {timeout} s")
+
+
+def start_sweep(args, cwd) -> subprocess.Popen:
+    """The sweep CLI in its own process group, with the default action of the
+    signals the test sends (a shell that runs pytest in the background ignores
+    SIGINT; nohup ignores SIGHUP)."""
+
+    def default_signals():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+
+    return subprocess.Popen([sys.executable, "-m", "microgpt_fast.sweep", *map(str, args)],
+                            cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    alive = []
+                            preexec_fn=default_signals)
+
+
+def end_sweep(proc) -> tuple[str, str]:
+    """Leave nothing of this sweep to the rest of the suite; (stdout, stderr)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.communicate(timeout=30)
+
+
+@needs_proc
+def test_a_killed_worker_fails_only_its_run(tmp_path):
+    """kill -9 of one worker: the run it held is a failed run naming it, a new
+    worker takes its place and every other run finishes; exit code 0."""
+    rates = ",".join(f"0.00{i}" for i in range(1, 9))
+    proc = start_sweep(["--grid", f"learning_rate={rates}", "--repeat", "2", "--steps", "20000",
+                        *SMALL, "--workers", "2", "--json", "k.json"], tmp_path)
     try:
-        time.sleep(3.0)
-        children = psutil.Process(proc.pid).children(recursive=True) if psutil else []
-        assert proc.poll() is None, "the sweep ended before Ctrl-C; make it longer"
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)  # not communicate(): orphaned workers would hold the pipes open
-        if psutil:
-            assert len(children) >= 2, children  # the two workers (and a resource tracker)
-            deadline = time.monotonic() + 15
-            while True:
-                alive = []
-                for child in children:
-                    try:
-                        if child.status() != psutil.STATUS_ZOMBIE:
-                            alive.append(child)
-                    except psutil.NoSuchProcess:
-                        pass
-                if not alive or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            alive = [" ".join(c.cmdline()) for c in alive]
+        first = wait_for_workers(proc, 2)
+        time.sleep(0.3)  # into its first run (some 0.15 s each, 16 runs)
+        victim = first[0]
+        os.kill(victim, signal.SIGKILL)
+        replacements = []
+        while proc.poll() is None and not replacements:
+            replacements = [pid for pid in worker_pids(proc.pid) if pid not in first]
+            time.sleep(0.01)
+        proc.wait(timeout=60)
     finally:
-        try:  # leave nothing of this sweep to the rest of the suite
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, (proc.returncode, err)
+        out, err = end_sweep(proc)
+    assert proc.returncode == 0, (proc.returncode, err)
     assert "Traceback" not in err, err
+    assert replacements, "no new worker after the kill"
+    runs = json.loads((tmp_path / "k.json").read_text())["runs"]
+    assert len(runs) == 16
+    failed = [r for r in runs if r["status"] != "ok"]
+    assert len(failed) == 1, failed
+    assert failed[0]["status"] == "error"
+    assert failed[0]["error"] == f"worker process {victim} died (killed by signal 9)"
+    assert failed[0]["final_loss"] is None
+    assert all(isinstance(r["final_loss"], float) for r in runs if r["status"] == "ok")
+    assert SUMMARY.match(out.splitlines()[-1]).groups() == ("16", "16", "15", "1", None), out
+
+
+@needs_proc
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_signal_stops_at_once_keeps_finished_runs_and_no_workers(tmp_path, signame, code):
+    """Within a second: the workers killed, the finished runs printed and written."""
+    total = 300
+    proc = start_sweep(["--grid", "learning_rate=0.01", "--repeat", total, "--steps", "3000",
+                        "--workers", "2", "--json", "i.json"], tmp_path)
+    try:
+        workers = wait_for_workers(proc, 2)
+        time.sleep(1.0)  # some runs finish (some 0.07 s each)
+        assert proc.poll() is None, "the sweep ended before the signal; make it longer"
+        sent = time.monotonic()
+        if signame == "SIGINT":  # a terminal's Ctrl-C signals the whole foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(getattr(signal, signame))
+        proc.wait(timeout=30)  # not communicate(): orphaned workers could hold pipes open
+        took = time.monotonic() - sent
+    finally:
+        out, err = end_sweep(proc)
+    assert proc.returncode == code, (proc.returncode, err)
+    assert took < 1.0, f"{took:.2f} s from {signame} to the end of the sweep"
+    assert "Traceback" not in err, err
+    left = [pid for pid in workers if running_worker(pid)]
+    assert not left, f"workers left running after the sweep exited: {left}"
     match = SUMMARY.match(out.splitlines()[-1])
     assert match, out
     done = int(match.group(1))
@@ -515,7 +740,6 @@ def test_ctrl_c_keeps_finished_runs_and_leaves_no_workers(tmp_path):
     assert len(record["runs"]) == done
     assert all(r["status"] == "ok" and r["final_loss"] is not None for r in record["runs"])
     assert len({r["id"] for r in record["runs"]}) == done
-    assert not alive, f"workers left running after the sweep exited: {alive}"
 
 
 # ---------------------------------------------------------------------------

@@ -23,9 +23,9 @@ LR, B1, B2, EPS = 0.01, 0.85, 0.99, 1e-8
 
 # name: (dataset fixture, n_embd, n_head, n_layer, block_size, batch, steps, total_steps)
 RUNS = {
-    "small-B1": ("names_ds", 8, 2, 1, 8, 1, 20, 20),
-    "default-B1": ("names_ds", 16, 4, 1, 16, 1, 20, 1000),
-    "small-B3-wraps": ("tiny_ds", 8, 2, 1, 8, 3, 20, 20),  # 7 docs: batches wrap around
+    "small-B1": ("names_ds", 8, 2, 1, 8, 1, 12, 12),
+    "default-B1": ("names_ds", 16, 4, 1, 16, 1, 8, 1000),
+    "small-B3-wraps": ("tiny_ds", 8, 2, 1, 8, 3, 10, 10),  # 7 docs: batches wrap around
     "2layers-B2-unicode": ("unicode_ds", 6, 3, 2, 12, 2, 12, 12),
     "B5-more-than-docs": ("tiny_ds", 4, 1, 1, 6, 9, 6, 6),  # one batch holds a doc twice
 }
