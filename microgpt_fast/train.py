@@ -11,7 +11,7 @@
 With no arguments it prints what the original prints, line for line, then one
 summary line with the training time (the training loop only).
 
-Exit codes: 0 done, 1 the loss diverged (NaN, infinite, or above 100 x
+Exit codes: 0 done, 1 the loss diverged (NaN, infinite, or above 10,000 x
 ln(vocab size)), 2 bad input, 130 / 143 / 129 stopped by Ctrl-C / SIGTERM /
 SIGHUP (the run stops at the end of the current chunk of steps, at most about
 0.2 s or one step, and saves when --save is given; a second signal quits at
