@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 
 
@@ -38,6 +40,38 @@ def plot_loss(path: str, losses: np.ndarray, val_steps=(), val_losses=(),
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()) -> None:
+    """PNG of a sweep: the loss of every run (dots) and the mean per value (line)
+    against each swept field; validation loss where the runs have it."""
+    plt = pyplot("--plot")
+    ok = [r for r in results if r["status"] == "ok"]
+    use_val = any(r["val_loss"] is not None for r in ok)
+    loss_key = "val_loss" if use_val else "final_loss"
+    fig, axes = plt.subplots(1, max(1, len(fields_)), figsize=(4.5 * max(1, len(fields_)), 4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], fields_):
+        xs = [r["setting"][name] for r in ok]
+        ys = [r[loss_key] for r in ok]
+        ax.plot(xs, ys, "o", alpha=0.4, markersize=4)
+        means = {}
+        for x, y in zip(xs, ys):
+            means.setdefault(x, []).append(y)
+        if not all(isinstance(x, str) for x in means):
+            line = sorted((x, statistics.fmean(v)) for x, v in means.items())
+            ax.plot([p[0] for p in line], [p[1] for p in line], "-", linewidth=1.5)
+        numeric = [x for x in means if isinstance(x, (int, float))]
+        if name in log_fields or (numeric and min(numeric) > 0
+                                  and max(numeric) >= 20 * min(numeric)):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("validation loss" if use_val else "final loss")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"microgpt_fast sweep: {len(ok)} runs")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

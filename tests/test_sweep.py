@@ -27,6 +27,7 @@ import pytest
 
 from microgpt_fast import sweep
 from microgpt_fast.config import GPTConfig, TrainConfig
+from microgpt_fast.sweep.task import blank_result
 from microgpt_fast.trainer import Trainer
 
 from helpers import SMALL, call_main, cli_env, env_without, run_on_tty
@@ -157,7 +158,7 @@ class ReturnsNoLoss:
     """An executor whose runs say "ok" without a loss (as a stale worker's might)."""
 
     def submit(self, fn, task):
-        return FakeFuture({**sweep._result(task), "seconds": 0.0})
+        return FakeFuture({**blank_result(task), "seconds": 0.0})
 
 
 def test_an_ok_run_always_has_a_float_loss():
@@ -632,12 +633,12 @@ def worker_pids(pid: int) -> list[int]:
                 children += [int(child) for child in f.read().split()]
         except OSError:
             pass  # the thread ended
-    return [child for child in children if "microgpt_fast.sweep_worker" in cmdline(child)]
+    return [child for child in children if "microgpt_fast.sweep.worker" in cmdline(child)]
 
 
 def running_worker(pid: int) -> bool:
     """pid is a sweep worker still running (a zombie has no command line)."""
-    return "microgpt_fast.sweep_worker" in cmdline(pid)
+    return "microgpt_fast.sweep.worker" in cmdline(pid)
 
 
 def wait_for_workers(proc, count: int, timeout: float = 20) -> list[int]:

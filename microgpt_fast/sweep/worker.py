@@ -1,11 +1,11 @@
 """A local worker of a sweep: one JSON task a line on stdin, one JSON result a
-line on stdout (see sweep.run_one), until stdin closes.
+line on stdout (see task.run_one), until stdin closes.
 
-    python -m microgpt_fast.sweep_worker
+    python -m microgpt_fast.sweep.worker
 
-sweep.run starts these as fresh interpreters, so the caller's __main__ (a
-script without an `if __name__ == "__main__"` guard) is never imported here,
-and nothing of the parent's OpenMP state is inherited. The parent sets
+pool.run_on_workers starts these as fresh interpreters, so the caller's
+__main__ (a script without an `if __name__ == "__main__"` guard) is never
+imported here, and nothing of the parent's OpenMP state is inherited. The parent sets
 OMP_NUM_THREADS=1: every run is single-threaded, one worker per core.
 """
 
@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from .sweep import _describe, _result, run_one
+from .task import blank_result, describe, run_one
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -43,7 +43,7 @@ def _run_safely(task: dict) -> dict:
     try:
         return run_one(task)
     except Exception as exc:
-        return _result(task, "error", _describe(exc))
+        return blank_result(task, "error", describe(exc))
 
 
 def main() -> int:
