@@ -39,7 +39,7 @@ from .engine import CompiledGPT
 from .kernels import Kernel, available_kernels, cpu_count, load_kernel
 from .paths import check_output
 from .peak import peak_gflops
-from .plots import pyplot
+from .plots import plot_bench, pyplot
 from .reference import ReferenceGPT
 
 
@@ -141,29 +141,6 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
               f"{r.speedup_step:>9.0f} {r.speedup_doc:>9.0f}", file=out)
-
-
-def plot_rows(rows: list[Row], path: str) -> None:
-    plt = pyplot("--plot")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    groups = {}
-    for r in rows:
-        if r.engine != "reference" and r.batch > 1:
-            groups.setdefault(f"{r.engine} {r.threads}t", []).append(r)
-    for label, rs in sorted(groups.items()):
-        rs.sort(key=lambda r: r.n_embd)
-        ax1.plot([r.n_embd for r in rs], [r.us_per_doc for r in rs], "o-", label=label)
-        ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], "o-", label=label)
-    for ax, what in ((ax1, "us per document"), (ax2, "speedup per document vs reference")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("n_embd")
-        ax.set_ylabel(what)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("microgpt_fast: throughput mode by kernel variant and threads")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout) -> dict:
@@ -303,7 +280,7 @@ def run(args, out=sys.stdout) -> dict:
             for r in rows:
                 w.writerow(asdict(r))
     if args.plot:
-        plot_rows(rows, args.plot)
+        plot_bench(args.plot, rows)
     return result
 
 

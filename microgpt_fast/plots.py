@@ -1,4 +1,11 @@
-"""Figures: matplotlib is an optional extra (pip install -e ".[plot]")."""
+"""Every figure the commands draw, each a PNG: the training loss (train
+--plot-loss), a sweep's loss against its fields (sweep --plot), the bench's
+throughput by kernel variant (bench --plot).
+
+matplotlib is an optional extra (pip install -e ".[plot]"): it is imported only
+when a figure is asked for, and each figure is closed once written, since
+pyplot keeps every open one alive.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,15 @@ def pyplot(flag: str):
     except ImportError:
         raise ValueError(f"{flag} needs matplotlib: pip install -e \".[plot]\"") from None
     return plt
+
+
+def _save(plt, fig, path: str) -> None:
+    """Lay out, write the PNG and close the figure, written or not."""
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def plot_loss(path: str, losses: np.ndarray, val_steps=(), val_losses=(),
@@ -40,9 +56,7 @@ def plot_loss(path: str, losses: np.ndarray, val_steps=(), val_losses=(),
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()) -> None:
@@ -72,6 +86,29 @@ def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()
         ax.set_ylabel("validation loss" if use_val else "final loss")
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"microgpt_fast sweep: {len(ok)} runs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
+
+
+def plot_bench(path: str, rows: list) -> None:
+    """PNG of the bench's throughput mode: microseconds per document and speedup
+    over the reference against n_embd, one line per kernel variant and thread
+    count. rows: bench.Row records."""
+    plt = pyplot("--plot")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = {}
+    for r in rows:
+        if r.engine != "reference" and r.batch > 1:
+            groups.setdefault(f"{r.engine} {r.threads}t", []).append(r)
+    for label, rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r.n_embd)
+        ax1.plot([r.n_embd for r in rs], [r.us_per_doc for r in rs], "o-", label=label)
+        ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], "o-", label=label)
+    for ax, what in ((ax1, "us per document"), (ax2, "speedup per document vs reference")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("n_embd")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("microgpt_fast: throughput mode by kernel variant and threads")
+    _save(plt, fig, path)
