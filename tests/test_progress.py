@@ -1,7 +1,9 @@
 """The progress line: drawn in place on a terminal after a delay, never into a pipe.
 
-Unit tests drive progress.Progress with a fake terminal and a fake clock; the
-command-line tests run training with stderr on a pipe or on a pseudo-terminal.
+Unit tests drive progress.StatusLine (the line any command draws) and
+progress.Progress (training's) with a fake terminal and a fake clock; the
+command-line tests run training with stderr on a pipe or on a pseudo-terminal
+(the sweep's are in test_sweep.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 
 import pytest
 
-from microgpt_fast.progress import Progress, format_seconds
+from microgpt_fast.progress import Progress, StatusLine, format_seconds
 
 from helpers import cli_env, interrupt_training, run_on_tty
 
@@ -112,6 +114,29 @@ def test_off_when_not_a_terminal_or_disabled(stream, enabled):
         p.update(k, 2.0)
     p.clear()
     assert getattr(stream, "text", "") == ""
+
+
+def test_status_line_draws_each_text_at_once_cut_to_width():
+    """The sweep's use: no delay, no interval, the caller's text as it is."""
+    stream, clock = FakeStream(), FakeClock()
+    line = StatusLine(stream, width=12, clock=clock)
+    line.clear()  # nothing shown: nothing to erase
+    assert stream.text == ""
+    line.show("[1/3] 0.1 s")
+    line.show("[2/3] 0.2 s | best 2.3000")
+    assert stream.text == CLEAR + "[1/3] 0.1 s" + CLEAR + "[2/3] 0.2 s "
+    line.clear()
+    assert stream.text.endswith("0.2 s " + CLEAR)
+
+
+@pytest.mark.parametrize("stream, enabled", [(FakeStream(tty=False), True),
+                                             (FakeStream(tty=True), False)],
+                         ids=["not-a-terminal", "disabled"])
+def test_status_line_off_when_not_a_terminal_or_disabled(stream, enabled):
+    line = StatusLine(stream, enabled=enabled, clock=FakeClock())
+    line.show("[1/3] 0.1 s")
+    line.clear()
+    assert not line.enabled and stream.text == ""
 
 
 def test_format_seconds():

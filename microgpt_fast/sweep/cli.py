@@ -19,6 +19,7 @@ from ..data import load_dataset
 from ..kernels import VARIANTS, cpu_count, load_kernel
 from ..paths import check_output
 from ..plots import plot_sweep, pyplot
+from ..progress import StatusLine
 from .report import format_table, summarize, write_csv, write_json
 from .runner import quiet_loggers, run
 from .space import DEFAULTS, SWEEPABLE, SweepError, make_settings, parse_grid, parse_ranges
@@ -70,6 +71,19 @@ def _dask_client(address: str):
         raise SweepError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
+def _progress_text(done: int, total: int, seconds: float, failed: int, best) -> str:
+    """The sweep's progress line: "[41/300] 3.2 s | 1 failed | best 2.3101
+    learning_rate=0.0112"; best is (loss, setting) or None, and failures are
+    counted only once there are some."""
+    text = f"[{done}/{total}] {seconds:.1f} s"
+    if failed:
+        text += f" | {failed} failed"
+    if best:
+        text += f" | best {best[0]:.4f} " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best[1].items())
+    return text
+
+
 def _stop_sweep() -> None:
     raise KeyboardInterrupt  # run() kills the workers and keeps the finished runs
 
@@ -117,34 +131,24 @@ def command(args, stop: StopSignals | None = None) -> int:
                  else f"{min(args.workers or cpu_count(), total)} worker processes")
         print(f"sweep: {len(settings)} settings x {args.repeat} seeds = {total} runs on {where}",
               file=sys.stderr)
-        show = not args.no_progress and sys.stderr.isatty()
+        line = StatusLine(sys.stderr, enabled=not args.no_progress)
         start = time.perf_counter()
-        best = [None]
-        failed = [0]
+        failed, best = 0, None  # best: (loss, setting)
 
         def on_result(result, done, total_):
+            nonlocal failed, best
             if result["status"] != "ok":
-                failed[0] += 1
+                failed += 1
             loss = result["val_loss"] if result["val_loss"] is not None else result["final_loss"]
-            if loss is not None and (best[0] is None or loss < best[0][0]):
-                best[0] = (loss, result["setting"])
-            if show:
-                line = f"[{done}/{total_}] {time.perf_counter() - start:.1f} s"
-                if failed[0]:
-                    line += f" | {failed[0]} failed"
-                if best[0]:
-                    line += f" | best {best[0][0]:.4f} " + " ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in best[0][1].items())
-                sys.stderr.write("\r\033[K" + line[:200])
-                sys.stderr.flush()
+            if loss is not None and (best is None or loss < best[0]):
+                best = (loss, result["setting"])
+            line.show(_progress_text(done, total_, time.perf_counter() - start, failed, best))
 
         results = run(grid, ranges, args.random, args.repeat, fixed, args.data, executor,
                       args.workers, args.kernel, args.search_seed, on_result)
         if stop is not None:
             stop.hold()  # a signal from here on: the files are still written
-        if show:
-            sys.stderr.write("\r\033[K")
+        line.clear()
         elapsed = time.perf_counter() - start
         names = list(grid) + list(ranges)
         rows = summarize(results)
