@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .cli import Parser, run_guarded
-from .config import GPTConfig, init_params
+from .config import Adam, GPTConfig, init_params
 from .data import load_dataset
 from .engine import CompiledGPT
 from .kernels import Kernel, available_kernels, cpu_count, load_kernel
@@ -90,7 +90,7 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
     for r in range(repeats + 1):
         model = CompiledGPT(cfg, params, dtype, threads, batch, kernel)
         t0 = time.perf_counter()
-        model.train(ds, 0, steps, steps, learning_rate=lr)
+        model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
         if r > 0:  # run 0 warms caches, pages and the thread pool
             times.append(time.perf_counter() - t0)
     return statistics.median(times), model

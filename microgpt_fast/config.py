@@ -70,16 +70,27 @@ class GPTConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Adam:
+    """Adam's settings, the original's values: the one place they are written.
+    Both engines decay the rate linearly, lr_t = learning_rate * (1 - step / steps)."""
+
+    learning_rate: float = 0.01  # peak rate
+    beta1: float = 0.85          # first-moment decay
+    beta2: float = 0.99          # second-moment decay
+    eps: float = 1e-8            # denominator guard
+
+
 @dataclass
 class TrainConfig:
     """How to train and sample (the original's defaults, batch 1, float64)."""
 
     steps: int = 1000            # optimizer steps
     batch_size: int = 1          # documents per step, B
-    learning_rate: float = 0.01  # Adam's peak rate, decayed linearly to 0
-    beta1: float = 0.85          # Adam first-moment decay
-    beta2: float = 0.99          # Adam second-moment decay
-    eps: float = 1e-8            # Adam denominator guard
+    learning_rate: float = Adam.learning_rate
+    beta1: float = Adam.beta1
+    beta2: float = Adam.beta2
+    eps: float = Adam.eps
     seed: int = 42               # seeds Python's random: shuffle, init, sampling
     dtype: str = "float64"       # float64 reproduces the original; float32 is faster
     threads: int | None = None   # None: OMP_NUM_THREADS, else every core
@@ -111,6 +122,10 @@ class TrainConfig:
                  and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1,
                  f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         return self
+
+    @property
+    def adam(self) -> Adam:
+        return Adam(self.learning_rate, self.beta1, self.beta2, self.eps)
 
     def to_dict(self) -> dict:
         return asdict(self)

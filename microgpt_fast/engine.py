@@ -1,4 +1,5 @@
-"""The compiled engine behind a small Python class.
+"""The compiled engine: picks a kernel variant, checks every argument once, and
+hands the work to that variant's Engine.
 
     >>> import random
     >>> from microgpt_fast.config import GPTConfig, init_params
@@ -6,37 +7,33 @@
     >>> cfg = GPTConfig(vocab_size=27)
     >>> model = CompiledGPT(cfg, init_params(cfg, random.Random(0)))
 
-All buffers are numpy arrays in the flat parameter order (config.param_layout):
-params and Adam's m and v, (P,) each. Training chunks, gradients and sampling
-run in the compiled module, without the GIL; this class checks every argument
-before calling it.
+The Engine (src/engine.pxi, one per variant) owns every buffer: the weights,
+Adam's m and v (numpy arrays (P,) in config.param_layout's flat order, on its
+own aligned memory), the transposed copies and the workspace. Training
+chunks, gradients, evaluation and sampling run in it without the GIL. This
+class is the boundary: past it the kernels run without checks.
+
+The pure-Python reference (reference.ReferenceGPT) has the same interface:
+train, evaluate, loss_and_grad, apply_adam, sample, params / m / v, set_state.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .config import DTYPES, GPTConfig, param_layout
+from .config import DTYPES, Adam, GPTConfig
 from .data import Dataset
 from .kernels import Kernel, load_kernel, resolve_threads
 from .sampling import draw
 
 
-def _aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
-    """Zeros starting on a 64-byte boundary (numpy only promises 16): a weight
-    row then starts on a cache line as often as its length allows, and the
-    products' vector loads do not straddle two lines."""
-    raw = np.zeros(n * dtype.itemsize + 64, np.uint8)
-    skip = -raw.ctypes.data % 64
-    return raw[skip:skip + n * dtype.itemsize].view(dtype)
-
-
 class CompiledGPT:
-    """Parameters, optimizer state and workspace of one model.
+    """A model on a compiled kernel variant.
 
     params: initial weights, length config.num_params (e.g. init_params).
     dtype: "float64" (reproduces the original) or "float32".
-    threads: see kernels.resolve_threads; batch_size: the most documents a step trains.
+    threads: see kernels.resolve_threads, never more than batch_size (a thread
+    owns whole documents); batch_size: the most documents a step trains.
     """
 
     def __init__(self, config: GPTConfig, params, dtype: str = "float64",
@@ -50,30 +47,54 @@ class CompiledGPT:
         self.kernel = kernel if isinstance(kernel, Kernel) else load_kernel(kernel)
         self.dtype = np.dtype(dtype)
         self.batch_size = batch_size
-        P = config.num_params
         given = np.asarray(params, dtype=self.dtype)
-        if given.shape != (P,):
-            raise ValueError(f"expected {P} parameters, got shape {given.shape}")
-        try:
-            self.params = _aligned_zeros(P, self.dtype)
-            self.m = _aligned_zeros(P, self.dtype)
-            self.v = _aligned_zeros(P, self.dtype)
-            self._wt = _aligned_zeros(P, self.dtype)
-        except MemoryError:
-            raise MemoryError(f"cannot allocate the weights, Adam's moments and the transposed "
-                              f"copy: 4 x {P:,} {dtype} values, "
-                              f"{4 * P * self.dtype.itemsize / 2**20:,.0f} MiB") from None
-        self.params[:] = given
-        self._k = self.kernel.module
-        # Never more threads than documents: a thread owns whole documents.
+        if given.shape != (config.num_params,):
+            raise ValueError(f"expected {config.num_params} parameters, got shape {given.shape}")
         self.threads = min(resolve_threads(threads, self.kernel), batch_size)
-        self._ws = self._k.Workspace(config.n_embd, config.n_head, config.n_layer,
-                                     config.block_size, config.vocab_size, batch_size,
-                                     self.threads, self.dtype.itemsize)
-        self._sync_transposed()
+        c = config
+        self.engine = self.kernel.module.Engine(c.n_embd, c.n_head, c.n_layer, c.block_size,
+                                                c.vocab_size, batch_size, self.threads, dtype)
+        self.engine.set_params(given)
 
-    def _sync_transposed(self) -> None:
-        self._k.transpose_weights(self._ws, self.params, self._wt)
+    @property
+    def kernel_name(self) -> str:
+        return self.kernel.name
+
+    @property
+    def params(self) -> np.ndarray:
+        """The weights, (P,) in the training dtype: the engine's own memory."""
+        return self.engine.params
+
+    @property
+    def m(self) -> np.ndarray:
+        """Adam's first moments, (P,)."""
+        return self.engine.m
+
+    @property
+    def v(self) -> np.ndarray:
+        """Adam's second moments, (P,)."""
+        return self.engine.v
+
+    def _vector(self, values, what: str) -> np.ndarray:
+        values = np.ascontiguousarray(values, self.dtype)
+        if values.shape != self.params.shape:
+            raise ValueError(f"{what} must have shape {self.params.shape}, got {values.shape}")
+        return values
+
+    def set_params(self, params) -> None:
+        """Replace the weights (keeps Adam's moments)."""
+        self.engine.set_params(self._vector(params, "params"))
+
+    def set_state(self, params, m=None, v=None) -> None:
+        """Replace the weights and, where given, Adam's moments."""
+        params = self._vector(params, "params")
+        m = None if m is None else self._vector(m, "m")
+        v = None if v is None else self._vector(v, "v")
+        self.engine.set_params(params)
+        if m is not None:
+            self.engine.m[:] = m
+        if v is not None:
+            self.engine.v[:] = v
 
     def _check_dataset(self, data: Dataset) -> None:
         if data.vocab_size != self.config.vocab_size:
@@ -90,70 +111,50 @@ class CompiledGPT:
         return doc_ids
 
     def train(self, data: Dataset, step0: int, num_steps: int, total_steps: int,
-              learning_rate: float = 0.01, beta1: float = 0.85, beta2: float = 0.99,
-              eps: float = 1e-8) -> np.ndarray:
-        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule.
+              adam: Adam = Adam()) -> np.ndarray:
+        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule: step
+        s trains documents s*B .. s*B + B - 1 (mod the number of documents).
 
-        Returns the step losses, float64 array (num_steps,). One call runs all
-        steps in compiled code; call it in chunks to report progress.
+        Returns the step losses, float64 (num_steps,). One call runs all steps in
+        compiled code; call it in chunks to report progress.
         """
         self._check_dataset(data)
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
-        losses = np.empty(num_steps, np.float64)
-        self._k.train_chunk(self._ws, self.params, self._wt, self.m, self.v, data.tokens,
-                            data.starts, step0, total_steps, self.batch_size,
-                            float(learning_rate), float(beta1), float(beta2), float(eps), losses)
-        return losses
+        return self.engine.train(data.tokens, data.starts, step0, num_steps, total_steps,
+                                 float(adam.learning_rate), float(adam.beta1),
+                                 float(adam.beta2), float(adam.eps))
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
         self._check_dataset(data)
-        doc_ids = self._check_doc_ids(data, doc_ids)
-        grad = np.empty(self.params.size, self.dtype)
-        loss = self._k.loss_and_grad(self._ws, self.params, self._wt, grad, data.tokens,
-                                     data.starts, doc_ids)
-        return loss, grad
+        return self.engine.loss_and_grad(data.tokens, data.starts,
+                                         self._check_doc_ids(data, doc_ids))
 
     def evaluate(self, data: Dataset, doc_ids) -> np.ndarray:
         """Each document's mean position loss, float64 (len(doc_ids),); no gradient."""
         self._check_dataset(data)
-        doc_ids = self._check_doc_ids(data, doc_ids)
-        losses = np.empty(len(doc_ids), np.float64)
-        self._k.eval_loss(self._ws, self.params, self._wt, data.tokens, data.starts, doc_ids,
-                          losses)
-        return losses
+        return self.engine.evaluate(data.tokens, data.starts, self._check_doc_ids(data, doc_ids))
 
-    def apply_adam(self, grad, step: int, total_steps: int, learning_rate: float = 0.01,
-                   beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8) -> None:
+    def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
         """One Adam update of every parameter from grad (P,), as step `step` of
         total_steps (the learning rate decays linearly)."""
-        grad = np.ascontiguousarray(grad, self.dtype)
-        if grad.shape != self.params.shape:
-            raise ValueError(f"grad must have shape {self.params.shape}, got {grad.shape}")
-        self._k.adam_step(self._ws, self.params, self._wt, self.m, self.v, grad, step,
-                          total_steps, float(learning_rate), float(beta1), float(beta2),
-                          float(eps))
-
-    def set_params(self, params) -> None:
-        """Replace the weights (keeps Adam's moments)."""
-        params = np.asarray(params, self.dtype)
-        if params.shape != self.params.shape:
-            raise ValueError(f"expected shape {self.params.shape}, got {params.shape}")
-        self.params[:] = params
-        self._sync_transposed()
+        grad = self._vector(grad, "grad")
+        if not 0 <= step < total_steps:
+            raise ValueError(f"step {step} outside the schedule 0..{total_steps - 1}")
+        self.engine.adam_step(grad, step, total_steps, float(adam.learning_rate),
+                              float(adam.beta1), float(adam.beta2), float(adam.eps))
 
     def next_probs_fn(self, temperature: float = 0.5):
         """A function next_probs(token, pos) -> float64 (V,): feed token at position
-        pos (the workspace's KV cache holds positions < pos) and return
+        pos (the engine's KV cache holds positions < pos) and return
         softmax(logits / temperature), computed in compiled code."""
         if not 0 < temperature < np.inf:
             raise ValueError(f"temperature must be finite and > 0, got {temperature}")
         probs = np.empty(self.config.vocab_size, np.float64)
 
         def next_probs(token: int, pos: int) -> np.ndarray:
-            self._k.sample_probs(self._ws, self.params, self._wt, token, pos,
-                                 float(temperature), probs)
+            self.engine.next_probs(token, pos, float(temperature), probs)
             return probs
 
         return next_probs
@@ -171,19 +172,11 @@ class CompiledGPT:
         "adam": s, "weight_blocks": s}. weight_blocks is the time in the weight
         phases of the steps (the partial weight-gradient products, which also
         count in their backward groups, Adam and the transposed copies); the rest
-        of the time is the documents' phase. Only the profiling variants ("<variant>_prof")
-        time anything; elsewhere all are 0."""
-        fwd, bwd, adam, weight_blocks = self._ws.read_timers(thread)
-        groups = self._k.TIMER_GROUPS
+        of the time is the documents' phase. Only the profiling variants
+        ("<variant>_prof") time anything; elsewhere all are 0."""
+        fwd, bwd, adam, weight_blocks = self.engine.read_timers(thread)
+        groups = self.kernel.module.TIMER_GROUPS
         if reset:
-            self._ws.reset_timers()
+            self.engine.reset_timers()
         return {"forward": dict(zip(groups, fwd)), "backward": dict(zip(groups, bwd)),
                 "adam": adam, "weight_blocks": weight_blocks}
-
-    def named_params(self) -> dict[str, np.ndarray]:
-        """Views of params, one (rows, cols) array per matrix, in flat order."""
-        views, offset = {}, 0
-        for name, rows, cols in param_layout(self.config):
-            views[name] = self.params[offset:offset + rows * cols].reshape(rows, cols)
-            offset += rows * cols
-        return views

@@ -4,16 +4,19 @@
 
 This module is the baseline of every speedup figure and the oracle of the
 tests, so it computes the way the original does: one Value node per scalar
-operation, lists of lists for matrices, a topological backward pass, no numpy.
-It adds only what the original lacks: configurable sizes and batches of
-documents (the mean over documents of each document's mean loss).
+operation, lists of lists for matrices, a topological backward pass; numpy
+only hands the results over. It adds only what the original lacks:
+configurable sizes and batches of documents (the mean over documents of each
+document's mean loss), and the interface both engines share.
 """
 
 from __future__ import annotations
 
 import math
 
-from .config import GPTConfig, param_layout
+import numpy as np
+
+from .config import Adam, GPTConfig, param_layout
 from .sampling import draw
 
 
@@ -108,23 +111,63 @@ def rmsnorm(x):
 
 
 class ReferenceGPT:
-    """The original model and its Adam optimizer over Value scalars.
+    """The original model and its Adam optimizer over Value scalars, behind the
+    same interface as engine.CompiledGPT (train, evaluate, loss_and_grad,
+    apply_adam, sample, params / m / v, set_state), so that the trainer and the
+    tests treat both alike. numpy only carries results out; every number is
+    computed by Value operations and Python floats, as the original does.
 
-    params: the flat parameter list (param_layout order), e.g. from init_params.
+    params: the flat parameter list (param_layout order), e.g. from init_params;
+    batch_size: documents per training step.
     """
 
-    def __init__(self, config: GPTConfig, params: list[float]):
+    threads = 1
+    kernel_name = None
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, config: GPTConfig, params: list[float], batch_size: int = 1):
         self.config = config.validate()
         if len(params) != config.num_params:
             raise ValueError(f"expected {config.num_params} parameters, got {len(params)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
         values = iter([Value(float(p)) for p in params])
         self.state_dict = {
             name: [[next(values) for _ in range(cols)] for _ in range(rows)]
             for name, rows, cols in param_layout(config)
         }
-        self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
-        self.m = [0.0] * len(self.params)
-        self.v = [0.0] * len(self.params)
+        # every parameter's Value, in flat order, and Adam's moments beside them
+        self.weights = [p for mat in self.state_dict.values() for row in mat for p in row]
+        self.adam_m = [0.0] * len(self.weights)
+        self.adam_v = [0.0] * len(self.weights)
+
+    @property
+    def params(self) -> np.ndarray:
+        return np.array(self.flat_params(), np.float64)
+
+    @property
+    def m(self) -> np.ndarray:
+        return np.array(self.adam_m, np.float64)
+
+    @property
+    def v(self) -> np.ndarray:
+        return np.array(self.adam_v, np.float64)
+
+    def flat_params(self) -> list[float]:
+        return [p.data for p in self.weights]
+
+    def set_state(self, params, m=None, v=None) -> None:
+        """Replace the weights and, where given, Adam's moments."""
+        for name, values in (("params", params), ("m", m), ("v", v)):
+            if values is not None and len(values) != len(self.weights):
+                raise ValueError(f"{name} must have {len(self.weights)} values")
+        for p, value in zip(self.weights, params):
+            p.data = float(value)
+        if m is not None:
+            self.adam_m = [float(x) for x in m]
+        if v is not None:
+            self.adam_v = [float(x) for x in v]
 
     def gpt(self, token_id, pos_id, keys, values):
         """Logits (vocab_size Values) for one token, appending to the KV cache."""
@@ -183,30 +226,72 @@ class ReferenceGPT:
             return self.doc_loss(batch[0])
         return (1 / len(batch)) * sum(self.doc_loss(tokens) for tokens in batch)
 
-    def loss_and_grad(self, batch: list[list[int]]) -> tuple[float, list[float]]:
-        """Loss and flat gradient of a batch; gradients are zeroed afterwards."""
+    def batch_loss_and_grad(self, batch: list[list[int]]) -> tuple[float, list[float]]:
+        """Loss and flat gradient of a batch of token lists; gradients are zeroed
+        afterwards."""
         loss = self.batch_loss(batch)
         loss.backward()
-        grads = [p.grad for p in self.params]
-        for p in self.params:
+        grads = [p.grad for p in self.weights]
+        for p in self.weights:
             p.grad = 0
         return loss.data, grads
 
-    def train_step(self, batch, step, num_steps, learning_rate=0.01, beta1=0.85,
-                   beta2=0.99, eps=1e-8) -> float:
+    def train_step(self, batch: list[list[int]], step: int, num_steps: int,
+                   adam: Adam = Adam()) -> float:
         """Forward, backward and one Adam update with linear decay; returns the loss."""
         loss = self.batch_loss(batch)
         loss.backward()
-        lr_t = learning_rate * (1 - step / num_steps)
-        m, v = self.m, self.v
-        for i, p in enumerate(self.params):
+        self._adam(step, num_steps, adam)
+        return loss.data
+
+    def _adam(self, step: int, num_steps: int, adam: Adam) -> None:
+        """The original's update from each weight's .grad, which it then zeroes."""
+        lr_t = adam.learning_rate * (1 - step / num_steps)
+        beta1, beta2 = adam.beta1, adam.beta2
+        m, v = self.adam_m, self.adam_v
+        for i, p in enumerate(self.weights):
             m[i] = beta1 * m[i] + (1 - beta1) * p.grad
             v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
             m_hat = m[i] / (1 - beta1 ** (step + 1))
             v_hat = v[i] / (1 - beta2 ** (step + 1))
-            p.data -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+            p.data -= lr_t * m_hat / (v_hat ** 0.5 + adam.eps)
             p.grad = 0
-        return loss.data
+
+    # -- the engine interface ------------------------------------------------
+
+    def train(self, data, step0: int, num_steps: int, total_steps: int,
+              adam: Adam = Adam()) -> np.ndarray:
+        """Steps step0 .. step0 + num_steps - 1 of a total_steps schedule: step s
+        trains documents s*B .. s*B + B - 1 (mod the number of documents).
+        Returns their losses (num_steps,), or fewer ending in inf when a step
+        failed as the original would (math.log of a probability that underflowed
+        to 0, math.exp past the largest float): the compiled engine's NaN."""
+        B, N = self.batch_size, data.num_docs
+        losses = np.empty(num_steps, np.float64)
+        for k in range(num_steps):
+            step = step0 + k
+            batch = [data.doc_tokens((step * B + b) % N) for b in range(B)]
+            try:
+                losses[k] = self.train_step(batch, step, total_steps, adam)
+            except (ValueError, OverflowError, ZeroDivisionError):
+                losses[k] = math.inf
+                return losses[:k + 1]
+        return losses
+
+    def evaluate(self, data, doc_ids) -> np.ndarray:
+        """Each document's mean position loss, float64 (len(doc_ids),); no update."""
+        return np.array([self.doc_loss(data.doc_tokens(int(i))).data for i in doc_ids])
+
+    def loss_and_grad(self, data, doc_ids) -> tuple[float, np.ndarray]:
+        """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
+        loss, grads = self.batch_loss_and_grad([data.doc_tokens(int(i)) for i in doc_ids])
+        return loss, np.array(grads, np.float64)
+
+    def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
+        """One Adam update of every parameter from grad (P,)."""
+        for p, g in zip(self.weights, grad):
+            p.grad = float(g)
+        self._adam(step, total_steps, adam)
 
     def next_probs_fn(self, temperature: float = 0.5):
         """A function next_probs(token, pos) -> list of V floats, softmax(logits /
@@ -225,6 +310,3 @@ class ReferenceGPT:
         """Token ids of one sample, drawn with rng.choices as the original does."""
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
-
-    def flat_params(self) -> list[float]:
-        return [p.data for p in self.params]

@@ -123,8 +123,7 @@ class Trainer:
         self.rng = random.Random()
         self.rng.setstate(ckpt.rng_state)
         self._make_model(ckpt.params, kernel)
-        self.model.m[:] = ckpt.adam_m
-        self.model.v[:] = ckpt.adam_v
+        self.model.set_state(ckpt.params, ckpt.adam_m, ckpt.adam_v)
         self.step = ckpt.step
         self._keep_losses(0, ckpt.losses)
         self.val_steps = ckpt.val_steps.tolist()
@@ -154,16 +153,9 @@ class Trainer:
         self._train_set, self._val_set = full.split(self.train_config.val_fraction)
 
     def _make_model(self, params, kernel) -> None:
-        tc = self.train_config
-        if self.engine == "compiled":
-            self.model = CompiledGPT(self.config, params, tc.dtype, tc.threads,
-                                     tc.batch_size, kernel)
-            self.threads = self.model.threads
-            self.kernel = self.model.kernel.name
-        else:
-            self.model = ReferenceGPT(self.config, list(params))
-            self.threads = 1
-            self.kernel = None
+        self.model = new_model(self.engine, self.config, params, self.train_config, kernel)
+        self.threads = self.model.threads
+        self.kernel = self.model.kernel_name
 
     # -- data --------------------------------------------------------------
 
@@ -191,7 +183,7 @@ class Trainer:
 
     @property
     def dtype(self) -> str:
-        return self.train_config.dtype if self.engine == "compiled" else "float64"
+        return str(self.model.dtype)
 
     @property
     def losses(self) -> np.ndarray:
@@ -263,7 +255,7 @@ class Trainer:
             done += n
             # chunks of 0.05 to 0.2 s: progress and stop requests come through
             # that often, and a call into the engine costs little next to it
-            if elapsed < 0.05 and self.engine == "compiled":
+            if elapsed < 0.05:
                 chunk *= 2
             elif elapsed > 0.2:
                 chunk = max(1, chunk // 2)
@@ -287,10 +279,7 @@ class Trainer:
         at a time, which gives the same bits, to name that step."""
         step0 = self.step
         if before is not None:
-            params, m, v = before
-            self.model.set_params(params)
-            self.model.m[:] = m
-            self.model.v[:] = v
+            self.model.set_state(*before)
             for k in range(len(losses)):
                 loss = self._train_steps(step0 + k, 1)
                 if self._first_bad_loss(loss) is not None or not self._weights_finite():
@@ -313,11 +302,9 @@ class Trainer:
         raise TrainingDiverged(self.diverged_at, loss)
 
     def _weights_finite(self) -> bool:
-        if self.engine == "compiled":
-            m = self.model
-            return bool(np.isfinite(m.params).all() and np.isfinite(m.m).all()
-                        and np.isfinite(m.v).all())
-        return all(math.isfinite(p) for p in self.model.flat_params())
+        m = self.model
+        return bool(np.isfinite(m.params).all() and np.isfinite(m.m).all()
+                    and np.isfinite(m.v).all())
 
     def _keep_losses(self, step0: int, losses: np.ndarray) -> None:
         end = step0 + len(losses)
@@ -329,21 +316,7 @@ class Trainer:
 
     def _train_steps(self, step0: int, n: int) -> np.ndarray:
         tc = self.train_config
-        if self.engine == "compiled":
-            return self.model.train(self.dataset, step0, n, tc.steps, tc.learning_rate,
-                                    tc.beta1, tc.beta2, tc.eps)
-        losses = np.empty(n, np.float64)
-        for k in range(n):
-            batch = [self.dataset.doc_tokens(i) for i in self.batch_doc_ids(step0 + k)]
-            try:
-                losses[k] = self.model.train_step(batch, step0 + k, tc.steps, tc.learning_rate,
-                                                  tc.beta1, tc.beta2, tc.eps)
-            except (ValueError, OverflowError, ZeroDivisionError):
-                # math.log of a probability that underflowed to 0, math.exp past
-                # the largest float: the compiled engine's NaN or infinity
-                losses[k] = math.inf
-                return losses[:k + 1]
-        return losses
+        return self.model.train(self.dataset, step0, n, tc.steps, tc.adam)
 
     def evaluate(self, max_docs: int | None = None, record: bool = True) -> float:
         """Mean loss per document of the validation documents (the first max_docs
@@ -355,12 +328,9 @@ class Trainer:
         n = val.num_docs if max_docs is None else min(max_docs, val.num_docs)
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"max_docs must be >= 1, got {max_docs!r}")
-        if self.engine == "compiled":
-            B = self.train_config.batch_size
-            per_doc = np.concatenate([self.model.evaluate(val, np.arange(i, min(i + B, n)))
-                                      for i in range(0, n, B)])
-        else:
-            per_doc = np.array([self.model.doc_loss(val.doc_tokens(i)).data for i in range(n)])
+        B = self.train_config.batch_size
+        per_doc = np.concatenate([self.model.evaluate(val, np.arange(i, min(i + B, n)))
+                                  for i in range(0, n, B)])
         loss = float(per_doc.mean())
         if record:
             if self.val_steps and self.val_steps[-1] == self.step:
@@ -415,12 +385,11 @@ class Trainer:
 
     def checkpoint(self) -> Checkpoint:
         """The run's state as a Checkpoint (arrays copied)."""
-        if self.engine != "compiled":
-            raise ValueError("checkpoints need the compiled engine")
         if self.diverged_at is not None or not self._weights_finite():
             raise ValueError(f"the model diverged (step {self.diverged_at}); not saving it")
         m = self.model
-        return Checkpoint(self.config, self.train_config, list(self.chars), self.step,
+        tc = replace(self.train_config, dtype=self.dtype)  # the reference's is float64
+        return Checkpoint(self.config, tc, list(self.chars), self.step,
                           m.params.copy(), m.m.copy(), m.v.copy(), self.rng.getstate(),
                           self.losses, np.array(self.val_steps, np.int64),
                           np.array(self.val_losses, np.float64), self.data)
@@ -430,9 +399,18 @@ class Trainer:
         save_checkpoint(path, self.checkpoint())
 
     def flat_params(self) -> np.ndarray:
-        if self.engine == "compiled":
-            return self.model.params.astype(np.float64)
-        return np.array(self.model.flat_params(), np.float64)
+        return self.model.params.astype(np.float64)
+
+
+def new_model(engine: str, config: GPTConfig, params, train_config: TrainConfig,
+              kernel: str | None = None):
+    """A model on the named engine, both behind one interface (engine.CompiledGPT):
+    the compiled one in the run's dtype and threads, or the pure-Python
+    reference (float64, one thread)."""
+    tc = train_config
+    if engine == "compiled":
+        return CompiledGPT(config, params, tc.dtype, tc.threads, tc.batch_size, kernel)
+    return ReferenceGPT(config, list(params), tc.batch_size)
 
 
 def load_checkpoint(path: str | os.PathLike, data=None, threads: int | None = None,

@@ -59,8 +59,7 @@ def test_transposed_copy_is_every_matrix_transposed(kernel, dtype):
     not whole tiles (27 x 12, 36 x 12 ...) exercise the tiled copy's edges."""
     cfg = GPTConfig(vocab_size=27, n_embd=12, n_head=3, n_layer=2, block_size=9)
     model = CompiledGPT(cfg, init_params(cfg, random.Random(3)), dtype=dtype, kernel=kernel)
-    wt = np.zeros_like(model.params)
-    model._k.transpose_weights(model._ws, model.params, wt)
+    wt = model.engine.wt  # written by set_params when the model was made
     expected, offset = wt.copy(), 0   # wte and wpe are read as stored: not copied
     for name, rows, cols in param_layout(cfg):
         if name.endswith(("attn_wk", "attn_wv")):  # q, k and v are one (3C, C) matrix
@@ -79,7 +78,7 @@ def test_transposed_copy_is_every_matrix_transposed(kernel, dtype):
 def test_buffers_start_on_cache_lines(dtype):
     cfg = GPTConfig(vocab_size=27, n_embd=12, n_head=3)
     model = CompiledGPT(cfg, init_params(cfg, random.Random(5)), dtype=dtype)
-    for buf in (model.params, model.m, model.v, model._wt):
+    for buf in (model.params, model.m, model.v, model.engine.wt):
         assert buf.ctypes.data % 64 == 0
         assert buf.dtype == np.dtype(dtype) and buf.shape == (cfg.num_params,)
     np.testing.assert_array_equal(model.params,

@@ -67,7 +67,7 @@ def reference_result(index: int, dtype: str, ds):
         cfg, params, doc_ids = make_case(index, ds)
         if dtype == "float32":
             params = np.array(params, np.float32).astype(np.float64).tolist()
-        loss, grad = ReferenceGPT(cfg, params).loss_and_grad(
+        loss, grad = ReferenceGPT(cfg, params).batch_loss_and_grad(
             [ds.doc_tokens(i) for i in doc_ids])
         _reference_cache[key] = (loss, np.array(grad, np.float64))
     return _reference_cache[key]
@@ -120,7 +120,7 @@ def test_batch_larger_than_gradient_slots(names_ds, kernel):
     doc_ids = [rng.randrange(len(names_ds.docs)) for _ in range(20)]
     key = ("batch20", 0)
     if key not in _reference_cache:
-        loss, grad = ReferenceGPT(cfg, params).loss_and_grad(
+        loss, grad = ReferenceGPT(cfg, params).batch_loss_and_grad(
             [names_ds.doc_tokens(i) for i in doc_ids])
         _reference_cache[key] = (loss, np.array(grad))
     ref_loss, ref_grad = _reference_cache[key]

@@ -12,14 +12,14 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast.config import GPTConfig, TrainConfig, init_params
+from microgpt_fast.config import Adam, GPTConfig, TrainConfig, init_params
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.reference import ReferenceGPT
 from microgpt_fast.trainer import Trainer
 
 from helpers import KERNELS, rel_close
 
-LR, B1, B2, EPS = 0.01, 0.85, 0.99, 1e-8
+ADAM = Adam(learning_rate=0.01, beta1=0.85, beta2=0.99, eps=1e-8)
 
 # name: (dataset fixture, n_embd, n_head, n_layer, block_size, batch, steps, total_steps)
 RUNS = {
@@ -50,7 +50,7 @@ def reference_run(name, ds, dtype="float64"):
         ref = ReferenceGPT(cfg, params)
         N = len(ds.docs)
         losses = [ref.train_step([ds.doc_tokens((s * B + b) % N) for b in range(B)],
-                                 s, total, LR, B1, B2, EPS)
+                                 s, total, ADAM)
                   for s in range(steps)]
         _reference_runs[key] = (np.array(losses), np.array(ref.flat_params()))
     return _reference_runs[key]
@@ -63,7 +63,7 @@ def test_float64_training_matches_reference(request, name, kernel):
     ref_losses, ref_params = reference_run(name, ds)
     cfg, params, B, steps, total = setup_run(name, ds)
     model = CompiledGPT(cfg, params, "float64", threads=1, batch_size=B, kernel=kernel)
-    losses = model.train(ds, 0, steps, total, LR, B1, B2, EPS)
+    losses = model.train(ds, 0, steps, total, ADAM)
     assert losses.shape == (steps,) and losses.dtype == np.float64
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-12, atol=0)
     ok = rel_close(model.params, ref_params, 1e-10)
@@ -81,7 +81,7 @@ def test_float32_training_close_to_reference(request, name, kernel):
     cfg, params, B, steps, total = setup_run(name, ds, "float32")
     model = CompiledGPT(cfg, np.array(params, np.float32), "float32", threads=1,
                         batch_size=B, kernel=kernel)
-    losses = model.train(ds, 0, steps, total, LR, B1, B2, EPS)
+    losses = model.train(ds, 0, steps, total, ADAM)
     assert model.params.dtype == np.float32
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=0)
     # Adam steps are about lr in size whatever the gradient, so a loose bound
