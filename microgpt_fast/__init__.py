@@ -10,14 +10,16 @@
     >>> trainer = load_checkpoint("run.npz")
 """
 
-from .config import GPTConfig, TrainConfig, init_params, param_layout
+from .config import (Adam, GPTConfig, RunOptions, SampleConfig, TrainConfig, init_params,
+                     param_layout)
 from .data import DataError, Dataset, load_dataset
 from .engine import CompiledGPT
 from .reference import ReferenceGPT
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from .trainer import Trainer, TrainingDiverged, load_checkpoint
 
-__all__ = ["GPTConfig", "TrainConfig", "Trainer", "load_checkpoint", "TrainingDiverged",
+__all__ = ["GPTConfig", "TrainConfig", "SampleConfig", "RunOptions", "Adam", "Trainer",
+           "load_checkpoint", "TrainingDiverged",
            "Checkpoint", "CheckpointError", "read_checkpoint", "save_checkpoint",
            "CompiledGPT", "ReferenceGPT", "Dataset", "DataError", "load_dataset",
            "init_params", "param_layout"]

@@ -8,9 +8,12 @@
 Arrays: params, adam_m, adam_v (P,) in the training dtype, in the flat order of
 config.param_layout; losses (step,) float64, the loss of every step so far;
 val_steps int64 and val_losses float64 (one entry per evaluation). One more
-entry, meta, is a JSON string: the format name and version, the model and
-training configs, the vocabulary, the step, the dtype, the data file and the
-state of the random stream (Python's random.Random.getstate()).
+entry, meta, is a JSON string: the format name and version, the model,
+training and sampling configs, the vocabulary, the step, the dtype, the data
+file and the state of the random stream (Python's random.Random.getstate()).
+Checkpoints written before the sampling config had its own entry keep
+temperature and num_samples (and the thread count, now ignored) in the
+training config; they load the same.
 
 Writes are atomic: the file is written under a temporary name in the same
 folder, flushed to disk, then renamed over the target, so a process killed
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .config import DTYPES, GPTConfig, TrainConfig
+from .config import DTYPES, GPTConfig, SampleConfig, TrainConfig
 from .paths import open_regular, resolve_output
 
 FORMAT = "microgpt_fast.checkpoint"
@@ -61,6 +64,7 @@ class Checkpoint:
     val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     val_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
     data: str | None = None   # the text file trained on; None: the bundled names.txt
+    sampling: SampleConfig = field(default_factory=SampleConfig)  # sample()'s defaults
 
     @property
     def dtype(self) -> str:
@@ -130,6 +134,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
         "version": VERSION,
         "config": ckpt.config.to_dict(),
         "train_config": ckpt.train_config.to_dict(),
+        "sample_config": ckpt.sampling.to_dict(),
         "chars": ckpt.chars,
         "step": ckpt.step,
         "dtype": ckpt.dtype,
@@ -223,7 +228,13 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
         return values
 
     config = GPTConfig(**known(GPTConfig, meta["config"]))  # each validates when built
-    train_config = TrainConfig(**known(TrainConfig, meta["train_config"]))
+    train, sampling = dict(meta["train_config"]), meta.get("sample_config")
+    if sampling is None:  # written before the settings were split: all in train_config
+        train.pop("threads", None)  # how it ran, never its numbers
+        sampling = {name: train.pop(name) for name in ("temperature", "num_samples")
+                    if name in train}
+    train_config = TrainConfig(**known(TrainConfig, train))
+    sampling = SampleConfig(**known(SampleConfig, sampling))
     chars = meta["chars"]
     if (not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars)
             or len(set(chars)) != len(chars) or len(chars) + 1 != config.vocab_size):
@@ -254,4 +265,4 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
         raise ValueError("data is not a path")
     return Checkpoint(config, train_config, chars, step, arrays["params"], arrays["adam_m"],
                       arrays["adam_v"], _state_from_json(meta["rng_state"]), losses,
-                      val_steps.astype(np.int64), val_losses.astype(np.float64), data)
+                      val_steps.astype(np.int64), val_losses.astype(np.float64), data, sampling)

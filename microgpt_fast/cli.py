@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import fields
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -33,11 +34,44 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), note: str = "") -> None:
+    """One flag for each field of the config dataclass cls (--n-embd for n_embd),
+    with the type, choices and help its declaration gives (config._field). The
+    default is None, so that a command tells a flag given from one left out;
+    the help names the field's default, then note."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = dict(f.metadata)
+        text = flag.pop("help")
+        kind = flag.pop("type", type(f.default))
+        if "choices" not in flag:
+            flag.setdefault("metavar", kind.__name__.upper())
+        shown = flag.pop("shown", f.default)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                            help=f"{text} (default: {shown}{note})", **flag)
+
+
+def given_fields(args, cls) -> dict:
+    """The fields of cls whose flags were given (not None) in the parsed args."""
+    return {f.name: getattr(args, f.name) for f in fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
 def check_at_least(*checks: tuple[str, int | None, int]) -> None:
     """ValueError for the first (flag, value, least) whose given value is below least."""
     for flag, value, least in checks:
         if value is not None and value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
+
+
+class Stopped(Exception):
+    """A command that ends early with its own exit code: 1 when training diverged
+    (with the message to print), 128 + n when stop signal n ended it."""
+
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 class Interrupted(BaseException):
@@ -133,13 +167,18 @@ class ClosedReaderSafe:
 
 
 def run_guarded(body) -> int:
-    """body() -> exit code, with the failures every command shares turned into one
-    `error:` line: bad input (ValueError and its kinds: DataError, KernelError,
-    CheckpointError, ...), memory and file errors exit 2; a reader that went away
-    (`| head`) ends quietly with 0; Ctrl-C outside training exits 130, a second
-    stop signal inside it 128 + its number."""
+    """body() -> exit code, with every command's failures mapped to theirs, each
+    one `error:` line at most: bad input (ValueError and its kinds: DataError,
+    KernelError, CheckpointError, ...), memory and file errors exit 2; Stopped
+    exits with its code (1 diverged, 128 + n stopped by signal n); a reader that
+    went away (`| head`) ends quietly with 0; Ctrl-C outside training exits 130,
+    a second stop signal inside it 128 + its number."""
     try:
         return body()
+    except Stopped as exc:
+        if str(exc):
+            print(exc, file=sys.stderr)
+        return exc.code
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,17 +1,25 @@
-"""Hyperparameters of the model and of training, and the flat parameter layout.
+"""Settings of the model, of training and of sampling, and the flat parameter layout.
 
     >>> from microgpt_fast.config import GPTConfig, param_layout
     >>> cfg = GPTConfig(vocab_size=27)
     >>> sum(rows * cols for _, rows, cols in param_layout(cfg))
     4192
 
-Every field is validated here, so that the compiled kernels never see a size
-they cannot handle. Invalid values raise ValueError naming the field.
+GPTConfig shapes the model, TrainConfig the run (a resumed checkpoint must
+match both), SampleConfig the samples; threads, kernel and engine are options
+of a run, not settings (they never change its numbers). Each field declares
+its command-line flag's help once, and every command builds its flags from
+these declarations (cli.add_config_flags). Every field is validated here, so
+that the compiled kernels never see a size they cannot handle; invalid values
+raise ValueError naming the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from .kernels import VARIANTS
 
 DTYPES = ("float64", "float32")
 
@@ -35,15 +43,22 @@ def _require_positive(obj, name: str) -> None:
              f"{name} must be a positive finite number, got {value!r}")
 
 
+def _field(default, help: str, **flag):
+    """A config field whose command-line flag is declared with it: help text and,
+    where needed, choices, a metavar, the type (when the default is None) and
+    how the default reads in the help ("shown"); cli.add_config_flags reads them."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class GPTConfig:
     """Shape of the model (the original's defaults)."""
 
-    vocab_size: int = 27  # characters of the data plus BOS
-    n_embd: int = 16      # width of the residual stream, C
-    n_head: int = 4       # attention heads, H; head_dim D = C / H
-    n_layer: int = 1      # transformer blocks, L
-    block_size: int = 16  # most positions trained per document, T
+    vocab_size: int = _field(27, "characters of the data plus BOS (set from the data)")
+    n_embd: int = _field(16, "embedding width, C")
+    n_head: int = _field(4, "attention heads, H (divides n-embd); head size C / H")
+    n_layer: int = _field(1, "transformer blocks, L")
+    block_size: int = _field(16, "most positions trained per document, T")
 
     def __post_init__(self):
         self.validate()
@@ -83,20 +98,19 @@ class Adam:
 
 @dataclass
 class TrainConfig:
-    """How to train and sample (the original's defaults, batch 1, float64)."""
+    """What shapes a run: every field here must match when a checkpoint is resumed
+    (the original's defaults, batch 1, float64)."""
 
-    steps: int = 1000            # optimizer steps
-    batch_size: int = 1          # documents per step, B
-    learning_rate: float = Adam.learning_rate
-    beta1: float = Adam.beta1
-    beta2: float = Adam.beta2
-    eps: float = Adam.eps
-    seed: int = 42               # seeds Python's random: shuffle, init, sampling
-    dtype: str = "float64"       # float64 reproduces the original; float32 is faster
-    threads: int | None = None   # None: OMP_NUM_THREADS, else every core
-    temperature: float = 0.5     # sampling temperature
-    num_samples: int = 20        # names sampled after training
-    val_fraction: float = 0.0    # last fraction of the shuffled documents held out
+    steps: int = _field(1000, "optimizer steps: the length of the learning-rate schedule")
+    batch_size: int = _field(1, "documents per step")
+    learning_rate: float = _field(Adam.learning_rate, "Adam learning rate, decayed linearly to 0")
+    beta1: float = _field(Adam.beta1, "Adam first-moment decay")
+    beta2: float = _field(Adam.beta2, "Adam second-moment decay")
+    eps: float = _field(Adam.eps, "Adam epsilon")
+    seed: int = _field(42, "seed of the random stream (shuffle, init, samples)")
+    dtype: str = _field("float64", "float64 reproduces the original; the reference is always "
+                        "float64", choices=DTYPES)
+    val_fraction: float = _field(0.0, "hold out this last fraction of the shuffled documents")
 
     def __post_init__(self):
         self.validate()
@@ -114,10 +128,6 @@ class TrainConfig:
                  f"seed must be an integer, got {self.seed!r}")
         _require(self.dtype in DTYPES,
                  f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.threads is not None:
-            _require_int(self, "threads", 1)
-        _require_positive(self, "temperature")
-        _require_int(self, "num_samples", 0)
         _require(isinstance(self.val_fraction, (int, float))
                  and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1,
                  f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
@@ -131,15 +141,55 @@ class TrainConfig:
         return asdict(self)
 
 
-def configs_from(values: dict, **train_fields) -> tuple[GPTConfig, TrainConfig]:
+@dataclass
+class SampleConfig:
+    """How to sample after training: free to change on resume."""
+
+    temperature: float = _field(0.5, "sampling temperature, finite and > 0")
+    num_samples: int = _field(20, "how many samples to draw")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "SampleConfig":
+        _require(isinstance(self.temperature, (int, float))
+                 and not isinstance(self.temperature, bool) and 0 < self.temperature < math.inf,
+                 f"temperature must be finite and > 0, got {self.temperature!r}")
+        _require_int(self, "num_samples", 0)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ENGINES = ("compiled", "reference")
+
+
+@dataclass
+class RunOptions:
+    """How a run is carried out: never its numbers (any thread count and kernel
+    give the same bits), so all of these may change on resume."""
+
+    data: str | None = _field(None, "UTF-8 text file, one document a line", metavar="PATH",
+                              type=str, shown="the bundled names.txt")
+    engine: str = _field("compiled", "compiled Cython engine, or the pure-Python reference",
+                         choices=ENGINES)
+    kernel: str | None = _field(None, "compiled kernel variant", choices=VARIANTS, type=str,
+                                shown="$MICROGPT_FAST_KERNEL, else the best this CPU runs")
+    threads: int | None = _field(None, "OpenMP threads, never more than the documents of a "
+                                 "step", type=int,
+                                 shown="$OMP_NUM_THREADS, else every core")
+
+
+def configs_from(values: dict) -> tuple[GPTConfig, TrainConfig]:
     """The GPTConfig and TrainConfig of one dict of fields, each field to its own
-    class (train_fields: more TrainConfig fields); an unknown name is a ValueError."""
+    class; an unknown name is a ValueError."""
     model_names = {f.name for f in fields(GPTConfig)}
     train_names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - model_names - train_names)
     _require(not unknown, f"unknown config fields: {', '.join(unknown)}")
     return (GPTConfig(**{k: v for k, v in values.items() if k in model_names}),
-            TrainConfig(**{k: v for k, v in values.items() if k in train_names}, **train_fields))
+            TrainConfig(**{k: v for k, v in values.items() if k in train_names}))
 
 
 def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:

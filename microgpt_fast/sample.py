@@ -13,12 +13,11 @@ samples.
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 
-from .cli import Parser, check_at_least, run_guarded
-from .kernels import VARIANTS
+from .cli import Parser, add_config_flags, check_at_least, given_fields, run_guarded
+from .config import RunOptions, SampleConfig
 from .trainer import load_checkpoint
 
 
@@ -26,10 +25,9 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m microgpt_fast.sample",
                description="Sample text from a checkpoint written by microgpt_fast.train --save.")
     p.add_argument("--checkpoint", metavar="PATH", required=True, help="the .npz checkpoint")
-    p.add_argument("--num-samples", type=int, default=20, help="how many samples")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature, > 0 (default: the checkpoint's, 0.5 unless "
-                        "set when training)")
+    add_config_flags(p, SampleConfig, skip=("num_samples",),
+                     note=", or the one the checkpoint was trained with")
+    add_config_flags(p, SampleConfig, skip=("temperature",))
     p.add_argument("--top-k", type=int, default=None,
                    help="draw only among the k likeliest characters (default: all)")
     p.add_argument("--prompt", default="", help="text each sample continues (default: none)")
@@ -37,8 +35,7 @@ def build_parser() -> Parser:
                    help="seed of the draws (default: continue the checkpoint's random stream)")
     p.add_argument("--max-len", type=int, default=None,
                    help="most characters drawn per sample (default: up to the block size)")
-    p.add_argument("--kernel", choices=VARIANTS, default=None,
-                   help="compiled kernel variant (default: the best this CPU runs)")
+    add_config_flags(p, RunOptions, skip=("data", "engine", "threads"))
     return p
 
 
@@ -51,11 +48,11 @@ def command(args) -> int:
     """Print the samples the parsed args ask for; returns the exit code."""
     check_at_least(("--num-samples", args.num_samples, 0), ("--top-k", args.top_k, 1),
                    ("--max-len", args.max_len, 1))
-    if args.temperature is not None and not 0 < args.temperature < math.inf:
-        raise ValueError(f"--temperature must be finite and > 0, got {args.temperature}")
+    sampling = SampleConfig(**given_fields(args, SampleConfig))  # before reading the checkpoint
     trainer = load_checkpoint(args.checkpoint, threads=1, kernel=args.kernel)
     rng = None if args.seed is None else random.Random(args.seed)
-    for text in trainer.sample(args.num_samples, args.temperature, args.prompt, args.top_k,
+    # the temperature the run was trained with unless given; always this many samples
+    for text in trainer.sample(sampling.num_samples, args.temperature, args.prompt, args.top_k,
                                args.max_len, rng):
         print(text)
     return 0

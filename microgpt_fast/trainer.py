@@ -26,13 +26,12 @@ from dataclasses import replace
 import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
-from .config import GPTConfig, TrainConfig, init_params
+from .config import ENGINES, GPTConfig, SampleConfig, TrainConfig, init_params
 from .data import DataError, Dataset, load_dataset
 from .engine import CompiledGPT
 from .paths import refuse_stdin
 from .reference import ReferenceGPT
 
-ENGINES = ("compiled", "reference")
 
 
 class TrainingDiverged(ArithmeticError):
@@ -88,14 +87,16 @@ class Trainer:
     config.vocab_size is replaced by the data's. data: path of a UTF-8 text
     file, one document a line (default: the bundled names.txt). The last
     train_config.val_fraction of the shuffled documents is held out for
-    evaluate(). kernel picks a compiled variant (kernels.load_kernel).
+    evaluate(). engine, kernel and threads say how to run (config.RunOptions:
+    they never change the numbers); sampling: sample()'s defaults.
     """
 
     def __init__(self, config: GPTConfig | None = None, train_config: TrainConfig | None = None,
-                 data=None, engine: str = "compiled", kernel: str | None = None):
+                 data=None, engine: str = "compiled", kernel: str | None = None,
+                 threads: int | None = None, sampling: SampleConfig | None = None):
         tc = (train_config or TrainConfig()).validate()
         (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
-        self._setup(tc, engine, data)
+        self._setup(tc, engine, data, threads, sampling)
         self.rng = random.Random(tc.seed)
         full = load_dataset(self.data, self.rng)
         self._set_data(full)
@@ -116,8 +117,8 @@ class Trainer:
         """
         ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
         self = cls.__new__(cls)
-        tc = ckpt.train_config if threads is None else replace(ckpt.train_config, threads=threads)
-        self._setup(tc.validate(), "compiled", ckpt.data if data is None else data)
+        self._setup(ckpt.train_config.validate(), "compiled", ckpt.data if data is None else data,
+                    threads, ckpt.sampling)
         self.chars = list(ckpt.chars)
         self.config = ckpt.config
         self.rng = random.Random()
@@ -130,10 +131,15 @@ class Trainer:
         self.val_losses = ckpt.val_losses.tolist()
         return self
 
-    def _setup(self, tc: TrainConfig, engine: str, data) -> None:
+    def _setup(self, tc: TrainConfig, engine: str, data, threads: int | None,
+                sampling: SampleConfig | None) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if threads is not None and not (isinstance(threads, int) and threads >= 1):
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
         self.train_config, self.engine = tc, engine
+        self.sampling = (sampling or SampleConfig()).validate()
+        self._threads_asked = threads
         if data is not None:
             refuse_stdin(data, "data file", DataError)
         self.data = None if data is None else os.path.abspath(os.fspath(data))
@@ -153,7 +159,8 @@ class Trainer:
         self._train_set, self._val_set = full.split(self.train_config.val_fraction)
 
     def _make_model(self, params, kernel) -> None:
-        self.model = new_model(self.engine, self.config, params, self.train_config, kernel)
+        self.model = new_model(self.engine, self.config, params, self.train_config,
+                               self._threads_asked, kernel)
         self.threads = self.model.threads
         self.kernel = self.model.kernel_name
 
@@ -360,9 +367,8 @@ class Trainer:
         the original does). top_k: draw only among the k likeliest tokens;
         max_len: at most this many drawn characters (the block size bounds it).
         """
-        tc = self.train_config
-        num_samples = tc.num_samples if num_samples is None else num_samples
-        temperature = tc.temperature if temperature is None else temperature
+        num_samples = self.sampling.num_samples if num_samples is None else num_samples
+        temperature = self.sampling.temperature if temperature is None else temperature
         if not (isinstance(num_samples, int) and num_samples >= 0):
             raise ValueError(f"num_samples must be >= 0, got {num_samples!r}")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
@@ -392,7 +398,7 @@ class Trainer:
         return Checkpoint(self.config, tc, list(self.chars), self.step,
                           m.params.copy(), m.m.copy(), m.v.copy(), self.rng.getstate(),
                           self.losses, np.array(self.val_steps, np.int64),
-                          np.array(self.val_losses, np.float64), self.data)
+                          np.array(self.val_losses, np.float64), self.data, self.sampling)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint to path atomically (checkpoint.save_checkpoint)."""
@@ -403,13 +409,13 @@ class Trainer:
 
 
 def new_model(engine: str, config: GPTConfig, params, train_config: TrainConfig,
-              kernel: str | None = None):
+              threads: int | None = None, kernel: str | None = None):
     """A model on the named engine, both behind one interface (engine.CompiledGPT):
     the compiled one in the run's dtype and threads, or the pure-Python
     reference (float64, one thread)."""
     tc = train_config
     if engine == "compiled":
-        return CompiledGPT(config, params, tc.dtype, tc.threads, tc.batch_size, kernel)
+        return CompiledGPT(config, params, tc.dtype, threads, tc.batch_size, kernel)
     return ReferenceGPT(config, list(params), tc.batch_size)
 
 

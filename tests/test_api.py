@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microgpt_fast import (CheckpointError, GPTConfig, TrainConfig, Trainer, load_checkpoint,
-                           read_checkpoint)
+from microgpt_fast import (CheckpointError, GPTConfig, SampleConfig, TrainConfig, Trainer,
+                           load_checkpoint, read_checkpoint)
 
 CFG = GPTConfig(n_embd=8, n_head=2, block_size=8)
 
 
 def test_train_evaluate_sample_types():
-    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2, val_fraction=0.1, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2, val_fraction=0.1), threads=1)
     losses = t.train(12)
     assert isinstance(losses, np.ndarray) and losses.dtype == np.float64
     assert losses.shape == (12,) and np.isfinite(losses).all()
@@ -31,21 +31,21 @@ def test_train_evaluate_sample_types():
 
 
 def test_float32_losses_are_float64():
-    t = Trainer(CFG, TrainConfig(steps=5, dtype="float32", threads=1))
+    t = Trainer(CFG, TrainConfig(steps=5, dtype="float32"), threads=1)
     losses = t.train()
     assert losses.dtype == np.float64 and t.model.params.dtype == np.float32
 
 
 def test_save_load_round_trip(tmp_path):
-    tc = TrainConfig(steps=40, batch_size=2, val_fraction=0.1, threads=1, temperature=0.7,
-                     num_samples=5)
-    t = Trainer(CFG, tc)
+    tc = TrainConfig(steps=40, batch_size=2, val_fraction=0.1)
+    t = Trainer(CFG, tc, threads=1, sampling=SampleConfig(temperature=0.7, num_samples=5))
     t.train(15)
     t.evaluate()
     t.save(tmp_path / "run.npz")
     u = load_checkpoint(tmp_path / "run.npz")
     assert isinstance(u, Trainer)
     assert u.step == 15 and u.config == t.config and u.train_config == t.train_config
+    assert u.sampling == t.sampling == SampleConfig(temperature=0.7, num_samples=5)
     assert u.chars == t.chars
     np.testing.assert_array_equal(u.model.params, t.model.params)
     np.testing.assert_array_equal(u.model.m, t.model.m)
@@ -92,13 +92,13 @@ def test_val_fraction_leaving_no_validation_document():
 
 
 def test_evaluate_without_validation_set():
-    t = Trainer(CFG, TrainConfig(steps=2, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=2), threads=1)
     with pytest.raises(ValueError, match="val_fraction"):
         t.evaluate()
 
 
 def test_train_beyond_schedule():
-    t = Trainer(CFG, TrainConfig(steps=3, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=3), threads=1)
     with pytest.raises(ValueError, match="num_steps"):
         t.train(4)
     assert t.step == 0

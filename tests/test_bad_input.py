@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from microgpt_fast import train
-from microgpt_fast.config import GPTConfig, TrainConfig, init_params
+from microgpt_fast.config import GPTConfig, SampleConfig, TrainConfig, init_params
 from microgpt_fast.data import DataError
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import KernelError, load_kernel
@@ -159,11 +159,14 @@ BAD_TRAIN = {
     "beta2-negative": (dict(beta2=-0.1), "beta2"),
     "eps-0": (dict(eps=0.0), "eps"),
     "dtype-float16": (dict(dtype="float16"), "dtype"),
-    "threads-0": (dict(threads=0), "threads"),
+    "seed-string": (dict(seed="42"), "seed"),
+}
+
+BAD_SAMPLING = {
     "temperature-0": (dict(temperature=0), "temperature"),
     "temperature-negative": (dict(temperature=-1.0), "temperature"),
+    "temperature-inf": (dict(temperature=float("inf")), "temperature"),
     "num_samples-negative": (dict(num_samples=-1), "num_samples"),
-    "seed-string": (dict(seed="42"), "seed"),
 }
 
 
@@ -175,10 +178,25 @@ def test_train_config_validate(kwargs, field):
         Trainer(GPTConfig(), TrainConfig(**kwargs))
 
 
+@pytest.mark.parametrize("kwargs, field", list(BAD_SAMPLING.values()), ids=list(BAD_SAMPLING))
+def test_sample_config_validate(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SampleConfig(**kwargs)
+    with pytest.raises(ValueError, match=field):
+        Trainer(GPTConfig(), TrainConfig(steps=1), sampling=SampleConfig(**kwargs))
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5])
+def test_trainer_threads_must_be_positive(threads):
+    with pytest.raises(ValueError, match="threads"):
+        Trainer(GPTConfig(), TrainConfig(steps=1), threads=threads)
+
+
 def test_valid_configs_pass():
     assert GPTConfig().validate().num_params == 4192
     assert TrainConfig().validate().steps == 1000
-    TrainConfig(threads=3, num_samples=0, beta1=0.0).validate()
+    TrainConfig(beta1=0.0).validate()
+    SampleConfig(num_samples=0).validate()
 
 
 def test_trainer_unknown_engine():

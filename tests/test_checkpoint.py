@@ -21,8 +21,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from microgpt_fast import (CheckpointError, GPTConfig, TrainConfig, Trainer, load_checkpoint,
-                           read_checkpoint, sample, train)
+from microgpt_fast import (CheckpointError, GPTConfig, SampleConfig, TrainConfig, Trainer,
+                           load_checkpoint, read_checkpoint, sample, train)
 from microgpt_fast.kernels import cpu_count
 
 from helpers import SMALL, assert_cli_error, call_main, cli_env, run_cli, run_sample
@@ -52,11 +52,12 @@ def assert_same_state(a, b):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_resume_is_bit_identical(tmp_path, dtype, threads):
-    tc = TrainConfig(steps=80, batch_size=4, dtype=dtype, threads=threads, num_samples=8)
-    whole = Trainer(CFG, tc)
+    tc = TrainConfig(steps=80, batch_size=4, dtype=dtype)
+    run = dict(threads=threads, sampling=SampleConfig(num_samples=8))
+    whole = Trainer(CFG, tc, **run)
     whole_losses = whole.train()
 
-    first = Trainer(CFG, tc)
+    first = Trainer(CFG, tc, **run)
     first_losses = first.train(40)
     half = saved(first, tmp_path / "half.npz")
     resumed = load_checkpoint(tmp_path / "half.npz")
@@ -81,11 +82,12 @@ def test_resume_is_bit_identical(tmp_path, dtype, threads):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("save_threads, load_threads", [(1, 2), (2, 1)])
 def test_resume_with_another_thread_count(tmp_path, dtype, save_threads, load_threads):
-    tc = TrainConfig(steps=60, batch_size=4, dtype=dtype, num_samples=5)
-    whole = Trainer(CFG, TrainConfig(**{**tc.to_dict(), "threads": 1}))
+    tc = TrainConfig(steps=60, batch_size=4, dtype=dtype)
+    five = SampleConfig(num_samples=5)
+    whole = Trainer(CFG, tc, threads=1, sampling=five)
     whole.train()
 
-    first = Trainer(CFG, TrainConfig(**{**tc.to_dict(), "threads": save_threads}))
+    first = Trainer(CFG, tc, threads=save_threads, sampling=five)
     first.train(25)
     first.save(tmp_path / "half.npz")
     resumed = load_checkpoint(tmp_path / "half.npz", threads=load_threads)
@@ -124,9 +126,9 @@ def test_cli_stop_at_then_resume_is_bit_identical(tmp_path):
     assert meta_a["step"] == meta_b["step"] == 60
     assert meta_a["rng_state"] == meta_b["rng_state"]
     assert meta_a["config"] == meta_b["config"]
-    for meta in (meta_a, meta_b):
-        meta["train_config"].pop("threads")
+    # the thread counts differed: how a run ran is no part of its settings
     assert meta_a["train_config"] == meta_b["train_config"]
+    assert "threads" not in meta_a["train_config"]
     assert len(sample_lines(whole.stdout)) == 6
     assert sample_lines(resumed.stdout) == sample_lines(whole.stdout)
 
@@ -257,7 +259,7 @@ def test_large_checkpoint_survives_sigkill_in_save_loop(tmp_path, attempt):
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("good") / "good.npz"
-    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2), threads=1)
     t.train(10)
     t.save(path)
     return path
@@ -403,7 +405,7 @@ def resumable(tmp_path_factory, names_ds):
     data = folder / "names300.txt"
     data.write_text("\n".join(names_ds.docs[:300]) + "\n", encoding="utf-8")
     path = folder / "half.npz"
-    t = Trainer(CFG, TrainConfig(steps=60, batch_size=2, val_fraction=0.1, threads=1),
+    t = Trainer(CFG, TrainConfig(steps=60, batch_size=2, val_fraction=0.1), threads=1,
                 data=data)
     t.train(50)
     t.save(path)
@@ -457,3 +459,23 @@ def test_resume_accepts_free_flag(tmp_path, resumable, flag):
         t = load_checkpoint(resumable)
         t.train()
         assert [s.split(": ", 1)[1] for s in samples] == t.sample(4, temperature=0.8)
+
+
+def test_checkpoint_of_the_earlier_layout_loads(tmp_path):
+    """Checkpoints written when temperature, num_samples and threads sat in the
+    training config still load, their sampling settings kept."""
+    t = Trainer(CFG, TrainConfig(steps=20, batch_size=2), threads=1,
+                sampling=SampleConfig(temperature=0.7, num_samples=3))
+    t.train(10)
+    t.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as npz:
+        parts = dict(npz)
+    meta = json.loads(str(parts["meta"][()]))
+    meta["train_config"].update(meta.pop("sample_config"), threads=2)
+    parts["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **parts)
+    old = load_checkpoint(tmp_path / "old.npz")
+    assert old.train_config == t.train_config
+    assert old.sampling == SampleConfig(temperature=0.7, num_samples=3)
+    np.testing.assert_array_equal(old.model.params, t.model.params)
+    assert old.sample() == t.sample()

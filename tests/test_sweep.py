@@ -88,7 +88,7 @@ def direct_run(setting: dict, seed: int, fixed: dict) -> tuple[float, float | No
     values = {**fixed, **setting, "seed": seed}
     model = {k: v for k, v in values.items() if k in sweep.MODEL_FIELDS}
     train = {k: v for k, v in values.items() if k in sweep.TRAIN_FIELDS}
-    trainer = Trainer(GPTConfig(**model), TrainConfig(**train, threads=1, num_samples=0))
+    trainer = Trainer(GPTConfig(**model), TrainConfig(**train), threads=1)
     losses = trainer.train()
     final = float(losses[-max(1, len(losses) // 10):].mean())
     val = trainer.evaluate() if train.get("val_fraction", 0) > 0 else None

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast.config import Adam, GPTConfig, TrainConfig, init_params
+from microgpt_fast.config import Adam, GPTConfig, SampleConfig, TrainConfig, init_params
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.reference import ReferenceGPT
 from microgpt_fast.trainer import Trainer
@@ -114,9 +114,10 @@ def test_trainer_engines_agree(tiny_ds, tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text("\n".join(tiny_ds.docs) + "\n", encoding="utf-8")
     cfg = GPTConfig(n_embd=8, n_head=2, block_size=8)
-    tc = TrainConfig(steps=12, batch_size=2, seed=5, num_samples=6)
-    compiled = Trainer(cfg, tc, data=path, engine="compiled")
-    reference = Trainer(cfg, tc, data=path, engine="reference")
+    tc = TrainConfig(steps=12, batch_size=2, seed=5)
+    six = SampleConfig(num_samples=6)
+    compiled = Trainer(cfg, tc, data=path, engine="compiled", sampling=six)
+    reference = Trainer(cfg, tc, data=path, engine="reference", sampling=six)
     assert compiled.dataset.docs == reference.dataset.docs
     lc, lr = compiled.train(), reference.train()
     np.testing.assert_allclose(lc, lr, rtol=1e-12, atol=0)

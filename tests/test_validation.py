@@ -60,7 +60,7 @@ def test_val_steps_without_repeat_at_end(tmp_path, steps, every, expected):
 
 def test_cli_val_loss_equals_trainer_evaluate(cli_run):
     _, record, _ = cli_run
-    t = Trainer(CFG, TrainConfig(steps=50, batch_size=2, val_fraction=0.1, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=50, batch_size=2, val_fraction=0.1), threads=1)
     got = []
     for n in (20, 20, 10):
         t.train(n)
@@ -71,7 +71,7 @@ def test_cli_val_loss_equals_trainer_evaluate(cli_run):
 
 
 def test_evaluate_matches_reference_engine():
-    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2, val_fraction=0.1, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=30, batch_size=2, val_fraction=0.1), threads=1)
     t.train()
     val = t.val_dataset
     ref = ReferenceGPT(t.config, t.flat_params().tolist())
@@ -86,7 +86,7 @@ def test_evaluate_matches_reference_engine():
 
 
 def test_held_out_documents_are_the_last_fraction(names_ds):
-    t = Trainer(CFG, TrainConfig(steps=20, batch_size=5, val_fraction=0.1, threads=1))
+    t = Trainer(CFG, TrainConfig(steps=20, batch_size=5, val_fraction=0.1), threads=1)
     train, val = t.dataset, t.val_dataset
     N = names_ds.num_docs
     assert val.num_docs == round(N * 0.1) and train.num_docs + val.num_docs == N
@@ -111,7 +111,7 @@ def test_held_out_documents_are_never_trained_on(tmp_path, names_ds):
     b.write_text("\n".join(d[::-1] if d in held_out else d for d in docs) + "\n",
                  encoding="utf-8")
 
-    tc = TrainConfig(steps=40, batch_size=4, val_fraction=fraction, seed=seed, threads=1)
+    tc = TrainConfig(steps=40, batch_size=4, val_fraction=fraction, seed=seed)
     ta, tb = Trainer(CFG, tc, data=a), Trainer(CFG, tc, data=b)
     assert ta.chars == tb.chars
     assert ta.dataset.docs == tb.dataset.docs

@@ -14,15 +14,17 @@ import random
 import sys
 import time
 
-from ..cli import ClosedReaderSafe, Parser, StopSignals, check_at_least, run_guarded
+from ..cli import (ClosedReaderSafe, Parser, StopSignals, add_config_flags, check_at_least,
+                   run_guarded)
+from ..config import GPTConfig, RunOptions, TrainConfig
 from ..data import load_dataset
-from ..kernels import VARIANTS, cpu_count, load_kernel
+from ..kernels import cpu_count, load_kernel
 from ..paths import check_output
 from ..plots import plot_sweep, pyplot
 from ..progress import StatusLine
 from .report import format_table, summarize, write_csv, write_json
 from .runner import quiet_loggers, run
-from .space import DEFAULTS, SWEEPABLE, SweepError, make_settings, parse_grid, parse_ranges
+from .space import SWEEPABLE, SweepError, make_settings, parse_grid, parse_ranges
 
 
 def build_parser() -> Parser:
@@ -42,15 +44,10 @@ def build_parser() -> Parser:
                    help="worker processes (default: one per core)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="send the runs to this Dask scheduler (needs dask[distributed])")
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="UTF-8 text, one document a line (default: the bundled names.txt)")
-    p.add_argument("--kernel", choices=VARIANTS, default=None,
-                   help="compiled kernel variant (default: the best this CPU runs)")
-    for name in SWEEPABLE:
-        default = DEFAULTS[name]
-        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
-                       metavar=type(default).__name__.upper(),
-                       help=f"{name} of every run (default: {default})")
+    add_config_flags(p, RunOptions, skip=("engine", "threads"))
+    # every setting, for every run: the fields a sweep can vary
+    add_config_flags(p, GPTConfig, skip=("vocab_size",), note="; the same in every run")
+    add_config_flags(p, TrainConfig, note="; the same in every run")
     p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     p.add_argument("--csv", metavar="PATH", help="write every run as CSV")
     p.add_argument("--plot", metavar="PATH",

@@ -17,9 +17,8 @@ from dataclasses import fields
 from ..config import GPTConfig, TrainConfig
 
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")
-# threads is always 1 (a run per core); sampling is not part of a sweep
-TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig)
-                     if f.name not in ("threads", "temperature", "num_samples"))
+# every setting of a run (threads is always 1: a run per core)
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 SWEEPABLE = MODEL_FIELDS + TRAIN_FIELDS
 DEFAULTS = {**GPTConfig().to_dict(), **TrainConfig().to_dict()}
 

@@ -42,8 +42,8 @@ def run_one(task: dict) -> dict:
     values = {**task["fixed"], **task["setting"], "seed": task["seed"]}
     result = blank_result(task)
     try:
-        config, tc = configs_from(values, threads=1, num_samples=0)
-        trainer = Trainer(config, tc, data=task["data"], kernel=task["kernel"])
+        config, tc = configs_from(values)
+        trainer = Trainer(config, tc, data=task["data"], kernel=task["kernel"], threads=1)
         losses = trainer.train()
         result["steps"] = len(losses)
         result["final_loss"] = float(losses[-max(1, len(losses) // 10):].mean())
