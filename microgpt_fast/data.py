@@ -19,8 +19,8 @@ load_dataset does this in compiled code (microgpt_fast._data, src/data.pyx):
 one pass over the file's code points finds the stripped lines and the
 characters used, Python's shuffle runs on an index array (the same Mersenne
 Twister draws, the rng left in the same state), and one pass packs the tokens
-in shuffled order. read_docs, tokenize and rng.shuffle are the plain-Python
-steps it reproduces; the tests hold it against them.
+in shuffled order. The tests hold it against the plain-Python steps it
+reproduces (tests/oracles.py and rng.shuffle).
 """
 
 from __future__ import annotations
@@ -63,35 +63,6 @@ def _decode(raw: bytes, path: str) -> str:
 
 def _no_documents(path: str) -> DataError:
     return DataError(f"data file has no documents (empty or only blank lines): {path}")
-
-
-def read_docs(path: str | os.PathLike | None) -> list[str]:
-    """The non-empty, stripped lines of a UTF-8 text file (default: names.txt).
-
-    The plain-Python reading that load_dataset reproduces in compiled code."""
-    path = default_data_path() if path is None else os.fspath(path)
-    text = _decode(_read_bytes(path), path)
-    if not text.strip():
-        raise _no_documents(path)
-    docs = [line.strip() for line in text.strip().split("\n")]
-    return [d for d in docs if d]
-
-
-def tokenize(docs: list[str], chars: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Pack docs into one BOS-separated int32 token array and its starts.
-
-    The plain-Python packing (in the order of docs) that load_dataset reproduces."""
-    bos = len(chars)
-    # One pass over the code points: '\n' (never inside a stripped line) stands
-    # for BOS between documents.
-    text = "\n" + "\n".join(docs) + "\n"
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    alphabet = np.array([ord(c) for c in chars] + [ord("\n")], dtype=np.uint32)
-    order = np.argsort(alphabet)
-    ids = order[np.searchsorted(alphabet, codes, sorter=order)].astype(np.int32)
-    ids[ids == len(chars)] = bos
-    starts = np.flatnonzero(codes == ord("\n")).astype(np.int64)
-    return ids, starts
 
 
 def shuffled_indices(n: int, rng: random.Random) -> np.ndarray:

@@ -16,7 +16,8 @@
 
 cdef struct Dims:
     int C, H, D, F, V, T, L
-    int Tp                         # T rounded up to 16: the row length of attention weights
+    int Tp                         # T rounded up to 16 (floats in the widest vector): room
+                                   # for any attention row, padded(m) <= Tp (attention.pxd)
     int R                          # most rows of a step: batch_size * T
     Py_ssize_t P
     # parameters (flat order of the original)

@@ -78,13 +78,30 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """python -m microgpt_fast.train ARGS, in cwd, with the in-place build."""
+def run_command(command: str, args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.COMMAND ARGS in cwd, with the in-place build; a hang
+    past timeout seconds fails the test instead of stalling the suite."""
     return subprocess.run(
-        [sys.executable, "-m", "microgpt_fast.train", *map(str, args)],
+        [sys.executable, "-m", f"microgpt_fast.{command}", *map(str, args)],
         cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
         text=True, timeout=timeout,
     )
+
+
+def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return run_command("train", args, cwd, env, timeout)
+
+
+def run_sample(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return run_command("sample", args, cwd, env, timeout)
+
+
+def run_sweep(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return run_command("sweep", args, cwd, env, timeout)
+
+
+def run_bench(args, cwd, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return run_command("bench", args, cwd, env, timeout)
 
 
 def call_main(main, args, cwd) -> subprocess.CompletedProcess:
@@ -108,15 +125,6 @@ def call_main(main, args, cwd) -> subprocess.CompletedProcess:
 
 # A small model for CLI runs that only need a few quick steps.
 SMALL = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
-
-
-def run_sample(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """python -m microgpt_fast.sample ARGS, in cwd, with the in-place build."""
-    return subprocess.run(
-        [sys.executable, "-m", "microgpt_fast.sample", *map(str, args)],
-        cwd=cwd, env=env if env is not None else cli_env(), capture_output=True,
-        text=True, timeout=timeout,
-    )
 
 
 def assert_cli_error(result, *words, code: int = 2) -> str:

@@ -17,18 +17,7 @@ from microgpt_fast.kernels import KernelError, load_kernel
 from microgpt_fast.reference import ReferenceGPT
 from microgpt_fast.trainer import Trainer
 
-from helpers import call_main, cli_env, run_cli
-
-
-def assert_one_line_error(result, *words):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), f"stderr: {result.stderr!r}"
-    assert "error:" in lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
+from helpers import assert_cli_error, call_main, cli_env, run_cli
 
 
 # ---------------------------------------------------------------------------
@@ -54,14 +43,14 @@ def _bad_file(tmp_path, kind):
 def test_cli_bad_data_file(tmp_path, kind):
     path = _bad_file(tmp_path, kind)
     result = run_cli(["--data", path, "--steps", "1"], cwd=tmp_path)
-    line = assert_one_line_error(result, str(path))
+    line = assert_cli_error(result, str(path))
     assert line.startswith("error: ")
     assert result.stdout == ""
 
 
 def test_cli_data_is_a_directory(tmp_path):
     result = run_cli(["--data", tmp_path, "--steps", "1"], cwd=tmp_path)
-    assert_one_line_error(result, "directory")
+    assert_cli_error(result, "directory")
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
@@ -109,19 +98,19 @@ BAD_ARGS = {
 @pytest.mark.parametrize("args, word", list(BAD_ARGS.values()), ids=list(BAD_ARGS))
 def test_cli_bad_arguments(tmp_path, args, word):
     result = call_main(train.main, args, cwd=tmp_path)
-    assert_one_line_error(result, word)
+    assert_cli_error(result, word)
     assert result.stdout == ""
 
 
 def test_cli_bad_kernel_in_environment(tmp_path):
     result = run_cli(["--steps", "1"], cwd=tmp_path, env=cli_env(MICROGPT_FAST_KERNEL="sse9"))
-    assert_one_line_error(result, "sse9")
+    assert_cli_error(result, "sse9")
 
 
 def test_cli_unwritable_json_path(tmp_path):
     target = tmp_path / "no" / "such" / "dir" / "run.json"
     result = run_cli(["--steps", "1", "--num-samples", "0", "--json", target], cwd=tmp_path)
-    assert_one_line_error(result)
+    assert_cli_error(result)
 
 
 # ---------------------------------------------------------------------------

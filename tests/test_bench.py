@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
-from helpers import cli_env, env_without
+from helpers import env_without, run_bench
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
-
-
-def run_bench(args, cwd):
-    return subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *args], cwd=cwd,
-                          env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_bench_table_json_csv_and_breakdown(tmp_path):
@@ -61,9 +54,7 @@ def test_bench_plot(tmp_path):
 def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
     """With matplotlib hidden, --plot says how to install it."""
     env = env_without(tmp_path, "matplotlib")
-    result = subprocess.run([sys.executable, "-m", "microgpt_fast.bench", *QUICK, "--no-exact",
-                             "--plot", "b.png"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = run_bench(QUICK + ["--no-exact", "--plot", "b.png"], tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "pip install" in result.stderr
 

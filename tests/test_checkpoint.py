@@ -228,7 +228,7 @@ def test_large_checkpoint_survives_sigkill_in_save_loop(tmp_path, attempt):
     script = tmp_path / "loop.py"
     script.write_text(LOOPING_SAVER)
     path = tmp_path / "big.npz"
-    delay = random.uniform(0.0, 0.4)
+    delay = random.Random(attempt).uniform(0.0, 0.4)  # a kill moment per attempt
     proc = subprocess.Popen([sys.executable, str(script), str(path)], cwd=tmp_path,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

@@ -111,8 +111,9 @@ def test_float32_gradient_matches_reference(request, index, kernel):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_batch_larger_than_gradient_slots(names_ds, kernel):
-    """20 documents > 16 gradient slots: several documents share a slot."""
+def test_batch_of_twenty_documents(names_ds, kernel):
+    """20 documents in two gradient groups of about ten: each group's partial
+    weight gradient sums several documents' rows."""
     cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=4, n_head=2, n_layer=1,
                     block_size=4)
     rng = random.Random(20)

@@ -30,7 +30,8 @@ from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.sweep.task import blank_result
 from microgpt_fast.trainer import Trainer
 
-from helpers import SMALL, call_main, cli_env, env_without, run_on_tty
+from helpers import (SMALL, assert_cli_error, call_main, cli_env, env_without, run_on_tty,
+                     run_sweep)
 
 # A small sweep shared by the API tests: 2 x 2 settings x 2 seeds = 8 runs.
 GRID = {"learning_rate": [0.01, 0.03], "n_embd": [8, 16]}
@@ -42,13 +43,6 @@ RUN_KEYS = {"id", "seed", "setting", "status", "final_loss", "val_loss", "second
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def run_sweep_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """python -m microgpt_fast.sweep ARGS, in cwd, with the in-place build."""
-    return subprocess.run([sys.executable, "-m", "microgpt_fast.sweep", *map(str, args)],
-                          cwd=cwd, env=env if env is not None else cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def ok(result):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -56,14 +50,10 @@ def ok(result):
 
 
 def assert_one_line_error(result, *words):
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and "error:" in lines[0], f"stderr: {result.stderr!r}"
-    for word in words:
-        assert word in lines[0], (word, lines[0])
+    """A bad sweep: one error line, exit 2, and nothing run (no table)."""
+    line = assert_cli_error(result, *words)
     assert result.stdout == ""
-    return lines[0]
+    return line
 
 
 def by_id(results):
@@ -228,7 +218,7 @@ def test_cli_dask_scheduler_gives_same_results_as_local_pool(tmp_path, local_swe
                     "--val-fraction", FIXED["val_fraction"]]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        result = ok(run_sweep_cli(flags + ["--dask", cluster.scheduler_address,
+        result = ok(run_sweep(flags + ["--dask", cluster.scheduler_address,
                                            "--json", "dask.json"], cwd=tmp_path))
     assert f"on Dask scheduler {cluster.scheduler_address}" in result.stderr
     runs = json.loads((tmp_path / "dask.json").read_text())["runs"]
@@ -237,7 +227,7 @@ def test_cli_dask_scheduler_gives_same_results_as_local_pool(tmp_path, local_swe
 
 def test_cli_dask_without_distributed_is_one_line_error(tmp_path):
     env = env_without(tmp_path, "distributed")
-    result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--dask",
+    result = run_sweep(["--grid", "learning_rate=0.01", "--steps", "5", "--dask",
                             "tcp://127.0.0.1:8786"], cwd=tmp_path, env=env)
     assert_one_line_error(result, "pip install", "dask")
 
@@ -254,7 +244,7 @@ FAIL_ARGS = ["--grid", "learning_rate=0.003,0.01,0.03,0.1,1e300", "--grid", "n_h
 @pytest.fixture(scope="module")
 def failing_cli(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    result = run_sweep_cli(FAIL_ARGS + ["--json", "a.json", "--csv", "a.csv"], cwd=tmp)
+    result = run_sweep(FAIL_ARGS + ["--json", "a.json", "--csv", "a.csv"], cwd=tmp)
     return result, json.loads((tmp / "a.json").read_text()), tmp / "a.csv"
 
 
@@ -368,7 +358,7 @@ def test_csv_one_row_per_run(failing_cli):
 def test_table_sorted_by_validation_loss(tmp_path):
     """With a validation split the rank follows val loss, which here orders the
     settings differently from final loss."""
-    result = ok(run_sweep_cli(["--grid", "learning_rate=0.003,0.01,0.03,0.1", "--repeat", "2",
+    result = ok(run_sweep(["--grid", "learning_rate=0.003,0.01,0.03,0.1", "--repeat", "2",
                                "--steps", "40", "--val-fraction", "0.2", "--workers", "2",
                                "--json", "b.json"], cwd=tmp_path))
     record = json.loads((tmp_path / "b.json").read_text())
@@ -426,7 +416,7 @@ def test_files_written_when_stdout_reader_is_gone(tmp_path):
 
 def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
-    ok(run_sweep_cli(["--random", "3", "--range", "learning_rate=1e-3:1e-1:log",
+    ok(run_sweep(["--random", "3", "--range", "learning_rate=1e-3:1e-1:log",
                       "--grid", "n_head=2,4", "--steps", "20", "--workers", "2",
                       "--plot", "s.png"], cwd=tmp_path))
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG
@@ -434,7 +424,7 @@ def test_plot_writes_png(tmp_path):
 
 def test_plot_without_matplotlib_is_one_line_error(tmp_path):
     env = env_without(tmp_path, "matplotlib")
-    result = run_sweep_cli(["--grid", "learning_rate=0.01", "--steps", "5", "--plot", "s.png"],
+    result = run_sweep(["--grid", "learning_rate=0.01", "--steps", "5", "--plot", "s.png"],
                            cwd=tmp_path, env=env)
     assert_one_line_error(result, "pip install", "--plot")
     assert not (tmp_path / "s.png").exists()
@@ -488,7 +478,7 @@ def test_cli_bad_input_is_one_line_error(tmp_path, case):
 
 def test_cli_unknown_kernel_from_environment_is_one_line_error(tmp_path):
     """Once, before the runs, not as a failure of every run."""
-    result = run_sweep_cli(["--grid", "learning_rate=0.01,0.03", "--steps", "5"], cwd=tmp_path,
+    result = run_sweep(["--grid", "learning_rate=0.01,0.03", "--steps", "5"], cwd=tmp_path,
                            env=cli_env(MICROGPT_FAST_KERNEL="bogus"))
     assert_one_line_error(result, "kernel", "bogus")
 
@@ -501,7 +491,7 @@ def test_api_unknown_kernel_from_environment_raises(monkeypatch):
 
 def test_cli_every_run_failing_exits_1(tmp_path):
     """n_embd 16 is divisible by neither 3 nor 5: the table, and exit code 1."""
-    result = run_sweep_cli(["--grid", "n_head=3,5", "--n-embd", "16", "--steps", "5",
+    result = run_sweep(["--grid", "n_head=3,5", "--n-embd", "16", "--steps", "5",
                             "--workers", "2", "--json", "f.json"], cwd=tmp_path, timeout=60)
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
@@ -515,7 +505,7 @@ def test_cli_every_run_failing_exits_1(tmp_path):
 
 def test_cli_invalid_value_of_a_run_is_a_failed_run(tmp_path):
     """dtype=float16 passes the grid's syntax; the run itself rejects it."""
-    result = run_sweep_cli(["--grid", "dtype=float16,float64", "--steps", "5", "--workers", "2",
+    result = run_sweep(["--grid", "dtype=float16,float64", "--steps", "5", "--workers", "2",
                             "--json", "d.json"], cwd=tmp_path)
     ok(result)
     record = json.loads((tmp_path / "d.json").read_text())
@@ -594,8 +584,8 @@ def test_random_draws_inside_ranges_deterministic_per_search_seed():
 def test_cli_random_search_crossed_with_grid(tmp_path):
     args = ["--random", "3", "--range", "learning_rate=1e-3:1e-1:log", "--range", "n_layer=1:2",
             "--grid", "n_head=2,4", "--steps", "20", "--workers", "2"]
-    ok(run_sweep_cli(args + ["--search-seed", "5", "--json", "r5.json"], cwd=tmp_path))
-    ok(run_sweep_cli(args + ["--search-seed", "6", "--json", "r6.json"], cwd=tmp_path))
+    ok(run_sweep(args + ["--search-seed", "5", "--json", "r5.json"], cwd=tmp_path))
+    ok(run_sweep(args + ["--search-seed", "6", "--json", "r6.json"], cwd=tmp_path))
     runs5 = json.loads((tmp_path / "r5.json").read_text())["runs"]
     runs6 = json.loads((tmp_path / "r6.json").read_text())["runs"]
     assert len(runs5) == len(runs6) == 2 * 3

@@ -35,7 +35,7 @@ def _train(ds, kernel, dtype, threads, batch, steps, cfg):
 @needs_two_cores
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("batch", [8, 20])  # 20: more documents than gradient slots
+@pytest.mark.parametrize("batch", [8, 20])  # 20: many documents per thread and group
 def test_one_and_two_threads_give_identical_bits(names_ds, kernel, dtype, batch):
     if not _openmp(kernel):
         pytest.skip(f"kernel {kernel} built without OpenMP")
