@@ -46,12 +46,15 @@ def case_id(case) -> str:
 
 
 def make_case(index: int, ds):
-    """Config, float64 initial params and doc ids of case index (deterministic)."""
+    """Config, initial params and doc ids of case index (deterministic). The
+    params are float32 numbers (held as float64), so that the float64 and the
+    float32 engine start from the very same weights and share one reference."""
     C, H, L, T, B, _ = CASES[index]
     cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T)
     rng = random.Random(1000 + index)
     # alternate the original's small init with a larger one (sharper softmaxes)
     params = init_params(cfg, rng, std=0.08 if index % 2 == 0 else 0.4)
+    params = np.array(params, np.float32).astype(np.float64).tolist()
     doc_ids = [rng.randrange(len(ds.docs)) for _ in range(B)]
     return cfg, params, doc_ids
 
@@ -59,14 +62,11 @@ def make_case(index: int, ds):
 _reference_cache: dict = {}
 
 
-def reference_result(index: int, dtype: str, ds):
-    """Reference (loss, grad) of a case, computed once; float32 cases start from
-    the float32-rounded params (cast back to float64)."""
-    key = (index, dtype)
+def reference_result(index: int, ds):
+    """Reference (loss, grad) of a case, computed once for both dtypes."""
+    key = index
     if key not in _reference_cache:
         cfg, params, doc_ids = make_case(index, ds)
-        if dtype == "float32":
-            params = np.array(params, np.float32).astype(np.float64).tolist()
         loss, grad = ReferenceGPT(cfg, params).batch_loss_and_grad(
             [ds.doc_tokens(i) for i in doc_ids])
         _reference_cache[key] = (loss, np.array(grad, np.float64))
@@ -86,7 +86,7 @@ def test_some_kernel_is_available(monkeypatch):
 def test_float64_gradient_matches_reference(request, index, kernel):
     ds = request.getfixturevalue(CASES[index][5])
     cfg, params, doc_ids = make_case(index, ds)
-    ref_loss, ref_grad = reference_result(index, "float64", ds)
+    ref_loss, ref_grad = reference_result(index, ds)
     model = CompiledGPT(cfg, params, "float64", batch_size=len(doc_ids), kernel=kernel)
     loss, grad = model.loss_and_grad(ds, doc_ids)
     assert grad.dtype == np.float64
@@ -101,7 +101,7 @@ def test_float64_gradient_matches_reference(request, index, kernel):
 def test_float32_gradient_matches_reference(request, index, kernel):
     ds = request.getfixturevalue(CASES[index][5])
     cfg, params, doc_ids = make_case(index, ds)
-    ref_loss, ref_grad = reference_result(index, "float32", ds)
+    ref_loss, ref_grad = reference_result(index, ds)
     params32 = np.array(params, np.float32)
     model = CompiledGPT(cfg, params32, "float32", batch_size=len(doc_ids), kernel=kernel)
     loss, grad = model.loss_and_grad(ds, doc_ids)

@@ -33,20 +33,22 @@ RUNS = {
 _reference_runs: dict = {}
 
 
-def setup_run(name, ds, dtype="float64"):
+def setup_run(name, ds):
+    """Config, initial params, batch and steps of a run. The params are float32
+    numbers (held as float64): the float64 and the float32 engine start from the
+    very same weights and are held against one reference run."""
     _, C, H, L, T, B, steps, total = RUNS[name]
     cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T)
     params = init_params(cfg, random.Random(len(name)))
-    if dtype == "float32":
-        params = np.array(params, np.float32).astype(np.float64).tolist()
+    params = np.array(params, np.float32).astype(np.float64).tolist()
     return cfg, params, B, steps, total
 
 
-def reference_run(name, ds, dtype="float64"):
+def reference_run(name, ds):
     """Losses and final params of the reference, computed once per run."""
-    key = (name, dtype)
+    key = name
     if key not in _reference_runs:
-        cfg, params, B, steps, total = setup_run(name, ds, dtype)
+        cfg, params, B, steps, total = setup_run(name, ds)
         ref = ReferenceGPT(cfg, params)
         N = len(ds.docs)
         losses = [ref.train_step([ds.doc_tokens((s * B + b) % N) for b in range(B)],
@@ -77,8 +79,8 @@ def test_float64_training_matches_reference(request, name, kernel):
 @pytest.mark.parametrize("name", ["small-B1", "small-B3-wraps"])
 def test_float32_training_close_to_reference(request, name, kernel):
     ds = request.getfixturevalue(RUNS[name][0])
-    ref_losses, ref_params = reference_run(name, ds, "float32")
-    cfg, params, B, steps, total = setup_run(name, ds, "float32")
+    ref_losses, ref_params = reference_run(name, ds)
+    cfg, params, B, steps, total = setup_run(name, ds)
     model = CompiledGPT(cfg, np.array(params, np.float32), "float32", threads=1,
                         batch_size=B, kernel=kernel)
     losses = model.train(ds, 0, steps, total, ADAM)
