@@ -1,7 +1,7 @@
 # The compiled engine: training chunks, gradients and sampling over flat buffers.
 #
-# Included by each kernel variant module (_engine_generic.pyx, ...), which
-# compile this same source with different compiler flags.
+# Included by each kernel variant module (build/cython/_engine_<variant>.pyx,
+# written by setup.py), which compile this same source with different flags.
 #
 # Buffers in the flat parameter order (see layout.pxd):
 #   params (P,)  weights          wt (P,)  the same, every weight matrix transposed
