@@ -17,10 +17,10 @@ once for all the modules, rather than a copy in each.
 A variant's module source is one line, `include "engine.pxi"`, written to
 build/cython/ at build time. Cython names a module's init function after the
 module, so each variant is translated on its own; the translations run in
-parallel, then the compiles. build/ keeps the C files (build/cython/, and
-src/data.c) and the finished modules (build/modules/, one file per module and
-set of flags) between installs, so an install after the first (an extra, or
-after an edit) only rebuilds what changed; `rm -rf build` starts over.
+parallel, then the compiles. The C files (build/cython/, src/data.c) and the
+finished modules (build/modules/, one file per module and set of flags) stay
+between installs, so an install after the first (an extra, or after an edit)
+only rebuilds what changed; `rm -rf build` starts over.
 
 Environment:
     MICROGPT_FAST_PROFILE=1     also build the profiling variants
