@@ -2,6 +2,7 @@
 
     python -m microgpt_fast.bench                     # exact and throughput modes, every variant
     python -m microgpt_fast.bench --breakdown         # time per op group, per variant
+                                                      # (install with MICROGPT_FAST_PROFILE=1)
     python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
     python -m microgpt_fast.bench --big ../shared/tinyshakespeare.txt   # the n_embd 256 model
 
@@ -36,7 +37,8 @@ from .cli import Parser, run_guarded
 from .config import Adam, GPTConfig, init_params
 from .data import load_dataset
 from .engine import CompiledGPT
-from .kernels import Kernel, available_kernels, cpu_count, load_kernel
+from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
+                      load_kernel, profiling_built)
 from .paths import check_output
 from .peak import peak_gflops
 from .plots import plot_bench, pyplot
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "float32) on this text, e.g. tinyshakespeare.txt")
     p.add_argument("--big-steps", type=int, default=10, help="steps per big-model run")
     p.add_argument("--breakdown", action="store_true",
-                   help="time per op group for each variant (profiling builds)")
+                   help="time per op group for each variant (needs the profiling builds: "
+                        "install with MICROGPT_FAST_PROFILE=1)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV")
     p.add_argument("--plot", metavar="PATH",
@@ -200,6 +203,9 @@ def run(args, out=sys.stdout) -> dict:
     variants = args.variants or available_kernels()
     for v in variants:
         load_kernel(v)  # a clear error for an unknown or unavailable variant
+    if args.breakdown and not profiling_built(variants):
+        raise KernelError(f"--breakdown needs the profiling builds, which this install "
+                          f"lacks: {PROFILE_HINT}")
     threads = sorted(set(args.threads or [1, cpu_count()]))
     if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1:
         raise ValueError("threads, repeats and steps must be >= 1")

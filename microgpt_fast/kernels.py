@@ -7,8 +7,8 @@
 The same Cython source is built several times with different compiler flags
 (see setup.py). At import the best variant this CPU runs is chosen;
 MICROGPT_FAST_KERNEL=novec|generic|avx2|avx512 (or --kernel) picks one by name.
-Each variant also has a profiling build, "<variant>_prof", with op-group
-timers compiled in (bench --breakdown).
+An install with MICROGPT_FAST_PROFILE=1 adds a profiling build of each,
+"<variant>_prof", with op-group timers compiled in (bench --breakdown).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ _REQUIRED_CPU_FLAGS = {
     "avx2": ("avx2", "fma"),
     "avx512": ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw"),
 }
+
+
+PROFILE_HINT = "reinstall with MICROGPT_FAST_PROFILE=1 pip install -e . to build them"
 
 
 class KernelError(ValueError):
@@ -46,19 +49,24 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def _built(name: str) -> bool:
+    try:
+        importlib.import_module(f"microgpt_fast._engine_{name}")
+    except ImportError:
+        return False
+    return True
+
+
 def available_kernels() -> list[str]:
     """Variants that were built and that this CPU can run, least vectorized first."""
     flags = _cpu_flags()
-    names = []
-    for name in VARIANTS:
-        if not all(f in flags for f in _REQUIRED_CPU_FLAGS.get(name, ())):
-            continue
-        try:
-            importlib.import_module(f"microgpt_fast._engine_{name}")
-        except ImportError:
-            continue
-        names.append(name)
-    return names
+    return [name for name in VARIANTS
+            if all(f in flags for f in _REQUIRED_CPU_FLAGS.get(name, ())) and _built(name)]
+
+
+def profiling_built(names: list[str]) -> bool:
+    """True when every one of these variants has its "<variant>_prof" build."""
+    return all(_built(f"{name.removesuffix('_prof')}_prof") for name in names)
 
 
 def load_kernel(name: str | None = None) -> Kernel:
@@ -79,7 +87,8 @@ def load_kernel(name: str | None = None) -> Kernel:
     try:
         return Kernel(name, importlib.import_module(f"microgpt_fast._engine_{name}"))
     except ImportError:
-        raise KernelError(f"kernel {name!r} was not built") from None
+        hint = f": the profiling builds are optional; {PROFILE_HINT}" if name != base else ""
+        raise KernelError(f"kernel {name!r} was not built{hint}") from None
 
 
 def cpu_count() -> int:

@@ -1,8 +1,8 @@
 # The compiled engine: one Engine object owns a model's buffers and runs its
 # training chunks, gradients, evaluation and sampling, without the GIL.
 #
-# Included by each kernel variant module (_engine_generic.pyx, ...), which
-# compile this same source with different compiler flags.
+# Included by each kernel variant module (build/cython/_engine_<variant>.pyx,
+# written by setup.py), which compile this same source with different flags.
 #
 # Buffers in the flat parameter order (see layout.pxd), owned by the Engine:
 #   params (P,)  weights          wt (P,)  the same, every weight matrix transposed

@@ -27,73 +27,14 @@
 #include <stddef.h>
 
 #include "transpose.h"
+#include "vec.h"
 
 #define MG_KC 256  /* depths per block */
 #define MG_MP 32   /* rows of A packed at a time */
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* One vector type per element type, with a mask for the last partial vector. */
-#if defined(__AVX512F__)
-/* 8 rows x 2 vectors: 16 accumulators of the 32 registers */
-#define MG_MR 8
-typedef __m512 mg_vf32;
-typedef __m512d mg_vf64;
-typedef __mmask16 mg_mask_f32;
-typedef __mmask8 mg_mask_f64;
-#define MG_LANES_f32 16
-#define MG_LANES_f64 8
-static inline mg_mask_f32 mg_mask_f32_n(int n) { return (mg_mask_f32)((1u << n) - 1u); }
-static inline mg_mask_f64 mg_mask_f64_n(int n) { return (mg_mask_f64)((1u << n) - 1u); }
-#define mg_load_f32 _mm512_loadu_ps
-#define mg_load_f64 _mm512_loadu_pd
-#define mg_mload_f32(p, m) _mm512_maskz_loadu_ps((m), (p))
-#define mg_mload_f64(p, m) _mm512_maskz_loadu_pd((m), (p))
-#define mg_store_f32 _mm512_storeu_ps
-#define mg_store_f64 _mm512_storeu_pd
-#define mg_mstore_f32(p, m, x) _mm512_mask_storeu_ps((p), (m), (x))
-#define mg_mstore_f64(p, m, x) _mm512_mask_storeu_pd((p), (m), (x))
-#define mg_set1_f32 _mm512_set1_ps
-#define mg_set1_f64 _mm512_set1_pd
-#define mg_fma_f32 _mm512_fmadd_ps
-#define mg_fma_f64 _mm512_fmadd_pd
-#define mg_add_f32 _mm512_add_ps
-#define mg_add_f64 _mm512_add_pd
-#define mg_zero_f32 _mm512_setzero_ps
-#define mg_zero_f64 _mm512_setzero_pd
-#else
-/* 6 rows x 2 vectors: 12 accumulators of the 16 registers */
-#define MG_MR 6
-typedef __m256 mg_vf32;
-typedef __m256d mg_vf64;
-typedef __m256i mg_mask_f32;
-typedef __m256i mg_mask_f64;
-#define MG_LANES_f32 8
-#define MG_LANES_f64 4
-static inline mg_mask_f32 mg_mask_f32_n(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline mg_mask_f64 mg_mask_f64_n(int n) {
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-}
-#define mg_load_f32 _mm256_loadu_ps
-#define mg_load_f64 _mm256_loadu_pd
-#define mg_mload_f32(p, m) _mm256_maskload_ps((p), (m))
-#define mg_mload_f64(p, m) _mm256_maskload_pd((p), (m))
-#define mg_store_f32 _mm256_storeu_ps
-#define mg_store_f64 _mm256_storeu_pd
-#define mg_mstore_f32(p, m, x) _mm256_maskstore_ps((p), (m), (x))
-#define mg_mstore_f64(p, m, x) _mm256_maskstore_pd((p), (m), (x))
-#define mg_set1_f32 _mm256_set1_ps
-#define mg_set1_f64 _mm256_set1_pd
-#define mg_fma_f32 _mm256_fmadd_ps
-#define mg_fma_f64 _mm256_fmadd_pd
-#define mg_add_f32 _mm256_add_ps
-#define mg_add_f64 _mm256_add_pd
-#define mg_zero_f32 _mm256_setzero_ps
-#define mg_zero_f64 _mm256_setzero_pd
-#endif
+#if MG_VEC
+/* MR rows x 2 vectors of accumulators: 16 of AVX-512's 32 registers, 12 of AVX2's 16 */
+#define MG_MR (MG_VEC == 512 ? 8 : 6)
 
 #define MG_DEFINE_GEMM(T, S)                                                               \
 /* One tile: MR rows (a constant after inlining) by NV vectors (1 or 2), the last     */   \

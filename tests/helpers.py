@@ -14,15 +14,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from microgpt_fast.config import param_layout
-from microgpt_fast.kernels import available_kernels
+from microgpt_fast.kernels import available_kernels, profiling_built
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # Every kernel variant built here and runnable on this CPU (least vectorized first).
 KERNELS = available_kernels()
+
+# Their profiling builds ("<variant>_prof") come only with an install under
+# MICROGPT_FAST_PROFILE=1; the tests that use them skip without.
+needs_profiling = pytest.mark.skipif(
+    not profiling_built(KERNELS),
+    reason="the profiling builds (<variant>_prof) are not built: "
+           "install with MICROGPT_FAST_PROFILE=1 pip install -e . to run this test")
 
 # Documents with non-ASCII characters, some longer than any block_size used in
 # the tests (so that truncation to block_size is exercised), some one character.

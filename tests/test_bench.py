@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 
-from helpers import env_without, run_bench
+from microgpt_fast import bench
+from microgpt_fast.kernels import VARIANTS, KernelError, available_kernels, load_kernel
+
+from helpers import assert_cli_error, call_main, env_without, needs_profiling, run_bench
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
 
 
-def test_bench_table_json_csv_and_breakdown(tmp_path):
-    result = run_bench(QUICK + ["--json", "b.json", "--csv", "b.csv", "--breakdown"], tmp_path)
+def test_bench_table_json_csv(tmp_path):
+    result = run_bench(QUICK + ["--json", "b.json", "--csv", "b.csv"], tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "us/step" in out and "GFLOP/s" in out and "x/doc" in out
-    assert "breakdown:" in out and "fwd attention" in out and "adam (+transpose)" in out
+    assert "breakdown:" not in out
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     engines = [(r["engine"], r["dtype"], r["batch"]) for r in rows]
     assert ("reference", "float64", 1) in engines
@@ -28,6 +32,15 @@ def test_bench_table_json_csv_and_breakdown(tmp_path):
     assert exact["us_per_step"] > 0 and exact["speedup_doc"] > 1 and exact["gflops"] > 0
     with open(tmp_path / "b.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
+
+
+@needs_profiling
+def test_bench_breakdown(tmp_path):
+    result = run_bench(QUICK + ["--no-exact", "--reference-steps", "0", "--json", "b.json",
+                                "--breakdown"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "breakdown:" in out and "fwd attention" in out and "adam (+transpose)" in out
     # each thread's documents and weight phases add up to the op groups summed over threads
     parts = json.loads((tmp_path / "b.json").read_text())["breakdown"]["generic"]
     threads = sorted({k.split()[1] for k in parts if k.startswith("thread ")})
@@ -59,6 +72,20 @@ def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "pip install" in result.stderr
 
 
+def test_breakdown_without_profiling_builds_is_one_line_error(tmp_path, monkeypatch):
+    """With the _prof modules missing (as after a plain install), --breakdown says how
+    to get them, before any measurement; the plain variants still load."""
+    for v in VARIANTS:
+        monkeypatch.setitem(sys.modules, f"microgpt_fast._engine_{v}_prof", None)
+    result = call_main(bench.main, QUICK + ["--breakdown"], tmp_path)
+    assert_cli_error(result, "--breakdown", "MICROGPT_FAST_PROFILE=1")
+    assert result.stdout == ""  # not even the peak line: nothing was measured
+    assert "generic" in available_kernels() and load_kernel("generic").name == "generic"
+    with pytest.raises(KernelError, match="MICROGPT_FAST_PROFILE=1"):
+        load_kernel("generic_prof")
+
+
+@needs_profiling
 def test_breakdown_with_more_threads_than_cores(tmp_path):
     """--threads beyond the cores: the rows are the threads that really ran."""
     result = run_bench(["--variants", "generic", "--n-embd", "16", "--threads", "64", "--no-exact",

@@ -12,7 +12,7 @@ from microgpt_fast.config import GPTConfig, init_params
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import KernelError, load_kernel
 
-from helpers import KERNELS
+from helpers import KERNELS, needs_profiling
 
 
 def test_the_portable_variants_are_always_built():
@@ -41,6 +41,7 @@ def test_unknown_variant_is_a_clear_error():
         load_kernel("sse9")
 
 
+@needs_profiling
 @pytest.mark.parametrize("name", KERNELS)
 def test_profiling_build_times_and_matches(name, names_ds):
     """The _prof build computes the same bits, and its timers run; the plain one's do not."""

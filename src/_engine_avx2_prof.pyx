@@ -1,2 +1,0 @@
-# Kernel variant "avx2_prof": "avx2" with the op-group timers compiled in.
-include "engine.pxi"

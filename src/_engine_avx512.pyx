@@ -1,2 +1,0 @@
-# Kernel variant "avx512": see setup.py for its flags.
-include "engine.pxi"

@@ -1,2 +1,0 @@
-# Kernel variant "generic": see setup.py for its flags.
-include "engine.pxi"

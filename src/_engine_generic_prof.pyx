@@ -1,2 +1,0 @@
-# Kernel variant "generic_prof": "generic" with the op-group timers compiled in.
-include "engine.pxi"

@@ -1,2 +1,0 @@
-# Kernel variant "novec": see setup.py for its flags.
-include "engine.pxi"
