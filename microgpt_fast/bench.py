@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cli import Parser, run_guarded
-from .config import Adam, GPTConfig, init_params
+from .cli import Parser, add_config_flags, run_guarded
+from .config import Adam, GPTConfig, RunOptions, init_params
 from .data import load_dataset
 from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
@@ -100,8 +100,7 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m microgpt_fast.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", metavar="PATH", default=None,
-                   help="text file, one document a line (default: the bundled names.txt)")
+    add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"))  # --data
     p.add_argument("--variants", nargs="+", default=None,
                    help="kernel variants (default: every one this CPU runs)")
     p.add_argument("--n-embd", type=int, nargs="+", default=[16, 64],
