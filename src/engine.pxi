@@ -596,15 +596,6 @@ cdef class Engine:
         free(self.ws.adam_first)
         free(self.ws.shares)
 
-    @property
-    def threads(self):
-        """The most threads a call uses."""
-        return self.ws.max_threads
-
-    @property
-    def num_params(self):
-        return self.ws.d.P
-
     cdef _check_length(self, Py_ssize_t n, str what):
         if n != self.ws.d.P:
             raise ValueError(f"{what} has {n} elements, expected {self.ws.d.P}")
