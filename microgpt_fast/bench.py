@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="steps per exact-mode run")
     p.add_argument("--throughput-docs", type=int, default=4000,
                    help="documents per throughput-mode run at n_embd 16 (fewer for wider models)")
+    p.add_argument("--peak-size", type=int, default=2048, metavar="N",
+                   help="side of the float32 matrices whose numpy product gives the peak")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     p.add_argument("--reference-steps", type=int, default=3,
                    help="steps of the pure-Python reference per width (0: skip)")
@@ -206,11 +208,12 @@ def run(args, out=sys.stdout) -> dict:
         raise KernelError(f"--breakdown needs the profiling builds, which this install "
                           f"lacks: {PROFILE_HINT}")
     threads = sorted(set(args.threads or [1, cpu_count()]))
-    if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1:
-        raise ValueError("threads, repeats and steps must be >= 1")
+    if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1 or args.peak_size < 1:
+        raise ValueError("threads, repeats, steps and peak size must be >= 1")
     # numpy's peak for the thread counts that can run: a model never gets more
     # threads than cores, and BLAS with 64 threads on 2 cores only crawls
-    peaks = {t: peak_gflops(t) for t in sorted({min(t, cpu_count()) for t in threads} | {1})}
+    peaks = {t: peak_gflops(t, args.peak_size)
+             for t in sorted({min(t, cpu_count()) for t in threads} | {1})}
     print("peak float32 GFLOP/s (numpy matmul): "
           + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}" for t, p in peaks.items()),
           file=out)
@@ -233,7 +236,8 @@ def run(args, out=sys.stdout) -> dict:
         us_doc = us_step / batch
         ref = reference.get(cfg.n_embd) if cfg.n_layer == 1 and cfg.block_size == 16 else None
         ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
-        peak = peaks.get(nthreads) or peaks.setdefault(nthreads, peak_gflops(nthreads))
+        peak = peaks.get(nthreads) or peaks.setdefault(nthreads,
+                                                      peak_gflops(nthreads, args.peak_size))
         gflops = flops / seconds / 1e9
         rows.append(Row(engine, dtype, nthreads, batch, cfg.n_embd, cfg.n_layer, cfg.block_size,
                         steps, us_step, us_doc, len(positions) and sum(positions) / seconds,

@@ -14,7 +14,8 @@ from microgpt_fast.kernels import VARIANTS, KernelError, available_kernels, load
 from helpers import assert_cli_error, call_main, env_without, needs_profiling, run_bench
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
-         "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1"]
+         "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1",
+         "--peak-size", "256"]
 
 
 def test_bench_table_json_csv(tmp_path):
@@ -90,6 +91,6 @@ def test_breakdown_with_more_threads_than_cores(tmp_path):
     """--threads beyond the cores: the rows are the threads that really ran."""
     result = run_bench(["--variants", "generic", "--n-embd", "16", "--threads", "64", "--no-exact",
                         "--throughput-docs", "32", "--repeats", "1", "--reference-steps", "0",
-                        "--breakdown"], tmp_path)
+                        "--peak-size", "256", "--breakdown"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "thread 0 documents" in result.stdout and "thread 63" not in result.stdout

@@ -23,11 +23,11 @@ ADAM = Adam(learning_rate=0.01, beta1=0.85, beta2=0.99, eps=1e-8)
 
 # name: (dataset fixture, n_embd, n_head, n_layer, block_size, batch, steps, total_steps)
 RUNS = {
-    "small-B1": ("names_ds", 8, 2, 1, 8, 1, 12, 12),
-    "default-B1": ("names_ds", 16, 4, 1, 16, 1, 8, 1000),
+    "small-B1": ("names_ds", 8, 2, 1, 8, 1, 6, 6),
+    "default-B1": ("names_ds", 16, 4, 1, 16, 1, 4, 1000),
     "small-B3-wraps": ("tiny_ds", 8, 2, 1, 8, 3, 6, 6),  # 7 docs: the third step wraps
     "2layers-B2-unicode": ("unicode_ds", 6, 3, 2, 12, 2, 6, 6),
-    "B5-more-than-docs": ("tiny_ds", 4, 1, 1, 6, 9, 6, 6),  # one batch holds a doc twice
+    "B5-more-than-docs": ("tiny_ds", 4, 1, 1, 6, 9, 3, 3),  # one batch holds a doc twice
 }
 
 _reference_runs: dict = {}
