@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import pty
@@ -96,12 +97,24 @@ def run_command(command: str, args, cwd, env=None, timeout=120) -> subprocess.Co
     )
 
 
-def run_cli(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return run_command("train", args, cwd, env, timeout)
+def run_main_or_process(command: str, args, cwd, env, timeout) -> subprocess.CompletedProcess:
+    """The command's main(ARGS) in this process, which spares the suite a new
+    interpreter per run; a real process when the test gives an environment or
+    a timeout: what only a process shows (its environment, a hang cut short)."""
+    if env is None and timeout is None:
+        module = importlib.import_module(f"microgpt_fast.{command}")
+        return call_main(module.main, args, cwd)
+    return run_command(command, args, cwd, env, timeout or 120)
 
 
-def run_sample(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return run_command("sample", args, cwd, env, timeout)
+def run_cli(args, cwd, env=None, timeout=None) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.train ARGS (see run_main_or_process)."""
+    return run_main_or_process("train", args, cwd, env, timeout)
+
+
+def run_sample(args, cwd, env=None, timeout=None) -> subprocess.CompletedProcess:
+    """python -m microgpt_fast.sample ARGS (see run_main_or_process)."""
+    return run_main_or_process("sample", args, cwd, env, timeout)
 
 
 def run_sweep(args, cwd, env=None, timeout=120) -> subprocess.CompletedProcess:
