@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .config import DTYPES, GPTConfig, SampleConfig, TrainConfig
-from .paths import open_regular, resolve_output
+from .paths import check_output, open_regular, resolve_output
 
 FORMAT = "microgpt_fast.checkpoint"
 VERSION = 1
@@ -125,10 +125,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     A symlink at path is followed: its target is replaced and the link kept.
     Anything at the target other than a regular file (a directory, a device,
     a FIFO) is a ValueError and stays untouched."""
+    check_output("checkpoint", path)  # the CLI's --save had the same check, before training
     target = resolve_output(path)
-    if os.path.lexists(target) and not os.path.isfile(target):
-        raise ValueError(f"cannot save checkpoint: {os.fspath(path)} exists and is not a "
-                         "regular file")
     meta = {
         "format": FORMAT,
         "version": VERSION,

@@ -99,16 +99,14 @@ def make_trainer(args) -> Trainer:
     """A fresh trainer from the flags, or one restored by --resume: the settings
     given must then agree with the checkpoint's, field by field of GPTConfig and
     TrainConfig (so a new field is checked without a word here)."""
-    given = {**given_fields(args, GPTConfig), **given_fields(args, TrainConfig)}
+    model, train = given_fields(args, GPTConfig), given_fields(args, TrainConfig)
     sampling = given_fields(args, SampleConfig)  # free to change on --resume
     options = RunOptions(**given_fields(args, RunOptions))
     if not args.resume:
-        return Trainer(GPTConfig(**{k: v for k, v in given.items()
-                                    if k in GPTConfig.__dataclass_fields__}),
-                       TrainConfig(**{k: v for k, v in given.items()
-                                      if k in TrainConfig.__dataclass_fields__}),
-                       data=options.data, engine=options.engine, kernel=options.kernel,
-                       threads=options.threads, sampling=SampleConfig(**sampling))
+        return Trainer(GPTConfig(**model), TrainConfig(**train), data=options.data,
+                       engine=options.engine, kernel=options.kernel, threads=options.threads,
+                       sampling=SampleConfig(**sampling))
+    given = {**model, **train}
     ckpt = read_checkpoint(args.resume)
     saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
     conflicts = [f"--{name.replace('_', '-')} {value} (checkpoint: {saved[name]})"

@@ -33,7 +33,6 @@ from .paths import refuse_stdin
 from .reference import ReferenceGPT
 
 
-
 class TrainingDiverged(ArithmeticError):
     """Training broke down at (1-based) step `step`: its loss was NaN, infinite
     or above Trainer.loss_limit, or its update made a weight NaN or infinite."""
@@ -367,13 +366,10 @@ class Trainer:
         the original does). top_k: draw only among the k likeliest tokens;
         max_len: at most this many drawn characters (the block size bounds it).
         """
-        num_samples = self.sampling.num_samples if num_samples is None else num_samples
-        temperature = self.sampling.temperature if temperature is None else temperature
-        if not (isinstance(num_samples, int) and num_samples >= 0):
-            raise ValueError(f"num_samples must be >= 0, got {num_samples!r}")
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                and temperature > 0):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+        given = {name: value for name, value in (("num_samples", num_samples),
+                                                  ("temperature", temperature))
+                 if value is not None}
+        sampling = replace(self.sampling, **given)  # SampleConfig checks them
         if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
         if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
@@ -384,8 +380,8 @@ class Trainer:
                              f"{self.config.block_size} leaves no room to sample")
         rng = self.rng if rng is None else rng
         return ["".join(self.chars[t] for t in self.model.sample(
-                    rng, self.bos, temperature, ids, top_k, max_len))
-                for _ in range(num_samples)]
+                    rng, self.bos, sampling.temperature, ids, top_k, max_len))
+                for _ in range(sampling.num_samples)]
 
     # -- checkpoints -------------------------------------------------------
 
