@@ -4,7 +4,7 @@
     python -m microgpt_fast.bench --breakdown         # time per op group, per variant
                                                       # (install with MICROGPT_FAST_PROFILE=1)
     python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
-    python -m microgpt_fast.bench --big ../shared/tinyshakespeare.txt   # the n_embd 256 model
+    python -m microgpt_fast.bench --big microgpt_fast/data/tinyshakespeare.txt  # n_embd 256 model
 
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
