@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 from .kernels import VARIANTS
 
 DTYPES = ("float64", "float32")
@@ -87,13 +89,24 @@ class GPTConfig:
 
 @dataclass(frozen=True)
 class Adam:
-    """Adam's settings, the original's values: the one place they are written.
-    Both engines decay the rate linearly, lr_t = learning_rate * (1 - step / steps)."""
+    """Adam's settings, the original's values: the one place they are written,
+    and the learning-rate schedule both engines follow."""
 
     learning_rate: float = 0.01  # peak rate
     beta1: float = 0.85          # first-moment decay
     beta2: float = 0.99          # second-moment decay
     eps: float = 1e-8            # denominator guard
+
+    def learning_rate_at(self, step: int, total_steps: int) -> float:
+        """The rate of step `step` of a total_steps run: the original's linear decay,
+        learning_rate * (1 - step / total_steps)."""
+        return self.learning_rate * (1 - step / total_steps)
+
+    def learning_rates(self, step0: int, num_steps: int, total_steps: int) -> np.ndarray:
+        """learning_rate_at of steps step0 .. step0 + num_steps - 1, float64: the same
+        operations on the same doubles, so the same bits."""
+        steps = np.arange(step0, step0 + num_steps, dtype=np.float64)
+        return self.learning_rate * (1 - steps / total_steps)
 
 
 @dataclass

@@ -206,6 +206,14 @@ class Dataset:
         ids = np.arange(step0 * batch_size, (step0 + num_steps) * batch_size) % self.num_docs
         return lengths[ids]
 
+    def batches(self, step0: int, num_steps: int, batch_size: int) -> tuple[Dataset, np.ndarray]:
+        """What steps step0 .. step0 + num_steps - 1 train: (a dataset, the ids of its
+        documents, int64 (num_steps * batch_size,)); step s takes documents
+        s*B .. s*B + B - 1 of this one, mod the number of documents."""
+        first = step0 * batch_size
+        ids = np.arange(first, first + num_steps * batch_size, dtype=np.int64)
+        return self, ids % self.num_docs
+
     def doc_tokens(self, i: int) -> list[int]:
         """[BOS] + ids + [BOS] of document i (mod the number of documents)."""
         i %= self.num_docs

@@ -112,18 +112,19 @@ class CompiledGPT:
 
     def train(self, data: Dataset, step0: int, num_steps: int, total_steps: int,
               adam: Adam = Adam()) -> np.ndarray:
-        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule: step
-        s trains documents s*B .. s*B + B - 1 (mod the number of documents).
+        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule on the
+        documents data.batches gives them.
 
         Returns the step losses, float64 (num_steps,). One call runs all steps in
         compiled code; call it in chunks to report progress.
         """
-        self._check_dataset(data)
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
-        return self.engine.train(data.tokens, data.starts, step0, num_steps, total_steps,
-                                 float(adam.learning_rate), float(adam.beta1),
-                                 float(adam.beta2), float(adam.eps))
+        docs, doc_ids = data.batches(step0, num_steps, self.batch_size)
+        self._check_dataset(docs)
+        return self.engine.train(docs.tokens, docs.starts, doc_ids, step0,
+                                 adam.learning_rates(step0, num_steps, total_steps),
+                                 float(adam.beta1), float(adam.beta2), float(adam.eps))
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
@@ -138,11 +139,11 @@ class CompiledGPT:
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
         """One Adam update of every parameter from grad (P,), as step `step` of
-        total_steps (the learning rate decays linearly)."""
+        total_steps (at the schedule's rate for that step)."""
         grad = self._vector(grad, "grad")
         if not 0 <= step < total_steps:
             raise ValueError(f"step {step} outside the schedule 0..{total_steps - 1}")
-        self.engine.adam_step(grad, step, total_steps, float(adam.learning_rate),
+        self.engine.adam_step(grad, step, float(adam.learning_rate_at(step, total_steps)),
                               float(adam.beta1), float(adam.beta2), float(adam.eps))
 
     def next_probs_fn(self, temperature: float = 0.5):

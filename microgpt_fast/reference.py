@@ -246,7 +246,7 @@ class ReferenceGPT:
 
     def _adam(self, step: int, num_steps: int, adam: Adam) -> None:
         """The original's update from each weight's .grad, which it then zeroes."""
-        lr_t = adam.learning_rate * (1 - step / num_steps)
+        lr_t = adam.learning_rate_at(step, num_steps)
         beta1, beta2 = adam.beta1, adam.beta2
         m, v = self.adam_m, self.adam_v
         for i, p in enumerate(self.weights):
@@ -261,16 +261,17 @@ class ReferenceGPT:
 
     def train(self, data, step0: int, num_steps: int, total_steps: int,
               adam: Adam = Adam()) -> np.ndarray:
-        """Steps step0 .. step0 + num_steps - 1 of a total_steps schedule: step s
-        trains documents s*B .. s*B + B - 1 (mod the number of documents).
+        """Steps step0 .. step0 + num_steps - 1 of a total_steps schedule, on the
+        documents data.batches gives them.
         Returns their losses (num_steps,), or fewer ending in inf when a step
         failed as the original would (math.log of a probability that underflowed
         to 0, math.exp past the largest float): the compiled engine's NaN."""
-        B, N = self.batch_size, data.num_docs
+        B = self.batch_size
+        docs, doc_ids = data.batches(step0, num_steps, B)
         losses = np.empty(num_steps, np.float64)
         for k in range(num_steps):
             step = step0 + k
-            batch = [data.doc_tokens((step * B + b) % N) for b in range(B)]
+            batch = [docs.doc_tokens(int(i)) for i in doc_ids[k * B:(k + 1) * B]]
             try:
                 losses[k] = self.train_step(batch, step, total_steps, adam)
             except (ValueError, OverflowError, ZeroDivisionError):

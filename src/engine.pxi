@@ -283,29 +283,28 @@ cdef void _transpose_all(const Workspace* ws, const floating* params,
 
 
 cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
-                      const int* tokens, const long long* starts, long long N, long long step0,
-                      long long total_steps, int B, double learning_rate, double beta1,
-                      double beta2, double eps, double* losses, int nsteps) noexcept nogil:
+                      const int* tokens, const long long* starts,
+                      const long long* step_docs, long long step0, int B,
+                      const double* learning_rates, double beta1, double beta2, double eps,
+                      double* losses, int nsteps) noexcept nogil:
     """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
 
-    Step s trains documents s*B .. s*B + B - 1 (mod N) and writes its loss (the
-    mean over documents of each document's mean position loss) to
-    losses[s - step0]. Adam uses lr_t = learning_rate * (1 - s / total_steps).
-    wt holds the transposed params on entry, and again on return.
+    Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
+    its loss (the mean over documents of each document's mean position loss) to
+    losses[s]; Adam takes the rate learning_rates[s] and the bias corrections of
+    step step0 + s. wt holds the transposed params on entry, and again on return.
     """
     cdef Schedule sc
     schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
     cdef int n_threads = sc.n_threads, n_teams = sc.n_teams, n_groups = sc.n_groups
     cdef const Team* teams = sc.teams
     # each step's plan: its documents, their rows, groups and threads' runs
-    cdef long long* doc_ids = <long long*>malloc(<size_t>nsteps * B * sizeof(long long))
     cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
     cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
     cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    if (doc_ids == NULL or doc_rows == NULL or groups == NULL or bounds == NULL
-            or doc_losses == NULL):
-        free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
+    if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
+        free(doc_rows); free(groups); free(bounds); free(doc_losses)
         return -1
     cdef int s, b, th, k, t, me, granted, mine, i
     cdef long long step
@@ -320,9 +319,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef int* dr                # this step's document rows
     cdef int* gs                # this step's gradient groups
     for s in range(nsteps):
-        for b in range(B):
-            doc_ids[s * B + b] = ((step0 + s) * B + b) % N
-        plan_step(d, starts, doc_ids + s * B, B, teams, n_teams, doc_rows + s * (B + 1),
+        plan_step(d, starts, step_docs + s * B, B, teams, n_teams, doc_rows + s * (B + 1),
                   groups + s * (GROUPS + 1), bounds + s * (n_threads + 1))
     schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
     with parallel(num_threads=n_threads):
@@ -351,7 +348,8 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                 t = team_of(teams, n_teams, th)
                 _run_documents(d, params, _team_copy(wt, wt_copies, d.P, t), rows,
                                arenas + th * d.arena_size, ws.row_ints, tokens, starts,
-                               doc_ids + s * B, dr, B, ts[th], ts[th + 1], doc_losses + s * B,
+                               step_docs + s * B, dr, B, ts[th], ts[th + 1],
+                               doc_losses + s * B,
                                True, ws.timers + th * N_TIMERS)
             if n_threads > n_teams:
                 barrier()  # a team's products read the rows of all its threads
@@ -362,7 +360,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                                ws.row_ints, dr, gs, ws.timers + th * N_TIMERS)
             barrier()
             # C. Adam on the sum of the partials
-            lr_t = learning_rate * (1 - <double>step / total_steps)
+            lr_t = learning_rates[s]
             for i in range(mine):
                 th = me + i * granted
                 for k in range(sc.adam_first[th], sc.adam_first[th + 1]):
@@ -383,7 +381,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         flush_denormals_end(fp_mode)
     for s in range(nsteps):
         losses[s] = _batch_loss(doc_losses + s * B, B)
-    free(doc_ids); free(doc_rows); free(groups); free(bounds); free(doc_losses)
+    free(doc_rows); free(groups); free(bounds); free(doc_losses)
     return 0
 
 
@@ -471,16 +469,14 @@ cdef int _evaluate(Workspace* ws, const floating* params, const floating* wt,
 
 
 cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
-                    const floating* grad, long long step, long long total_steps,
-                    double learning_rate, double beta1, double beta2,
-                    double eps) noexcept nogil:
-    """Phases C and D from a whole gradient (P,): Adam with the linear decay on every
-    block, then its transposed copy."""
+                    const floating* grad, long long step, double lr_t, double beta1,
+                    double beta2, double eps) noexcept nogil:
+    """Phases C and D from a whole gradient (P,): Adam at rate lr_t with the bias
+    corrections of step `step` on every block, then its transposed copy."""
     cdef Schedule sc
     schedule_init(&sc, ws.max_threads, ws.max_threads, ws.adam_first, ws.shares)
     schedule_blocks(&sc, ws.blocks, ws.n_blocks, 0)
     cdef int n_threads = sc.n_threads, th, me, granted, mine, i, k
-    cdef double lr_t = learning_rate * (1 - <double>step / total_steps)
     cdef floating bias1 = <floating>(1 - beta1 ** (step + 1))
     cdef floating bias2 = <floating>(1 - beta2 ** (step + 1))
     with parallel(num_threads=n_threads):
@@ -609,28 +605,32 @@ cdef class Engine:
             else:
                 _transpose_all(&self.ws, <float*>self.p_params, <float*>self.p_wt)
 
-    def train(self, const int[::1] tokens, const long long[::1] starts, long long step0,
-              int num_steps, long long total_steps, double learning_rate, double beta1,
-              double beta2, double eps):
-        """Train steps step0 .. step0 + num_steps - 1 of a total_steps schedule in one
-        call, without the GIL; returns their losses, float64 (num_steps,)."""
-        losses = np.empty(num_steps, np.float64)
+    def train(self, const int[::1] tokens, const long long[::1] starts,
+              const long long[::1] step_docs, long long step0,
+              const double[::1] learning_rates, double beta1, double beta2, double eps):
+        """Train steps step0 .. step0 + n - 1 in one call, without the GIL, where n =
+        len(learning_rates): step step0 + s trains the documents
+        step_docs[s*B .. s*B + B - 1] at rate learning_rates[s]. Returns the step
+        losses, float64 (n,)."""
+        cdef int n = <int>learning_rates.shape[0], B = self.batch_size, status
+        if n < 1 or step_docs.shape[0] != <Py_ssize_t>n * B:
+            raise ValueError(f"need {B} documents for each of the {n} steps, "
+                             f"got {step_docs.shape[0]}")
+        losses = np.empty(n, np.float64)
         cdef double[::1] out = losses
-        cdef int B = self.batch_size, status
-        cdef long long N = starts.shape[0] - 1
         with nogil:
             if self.itemsize == 8:
                 status = _train_steps(&self.ws, <double*>self.p_params, <double*>self.p_wt,
                                       <double*>self.p_m, <double*>self.p_v, &tokens[0],
-                                      &starts[0], N, step0, total_steps, B, learning_rate,
-                                      beta1, beta2, eps, &out[0], num_steps)
+                                      &starts[0], &step_docs[0], step0, B,
+                                      &learning_rates[0], beta1, beta2, eps, &out[0], n)
             else:
                 status = _train_steps(&self.ws, <float*>self.p_params, <float*>self.p_wt,
                                       <float*>self.p_m, <float*>self.p_v, &tokens[0],
-                                      &starts[0], N, step0, total_steps, B, learning_rate,
-                                      beta1, beta2, eps, &out[0], num_steps)
+                                      &starts[0], &step_docs[0], step0, B,
+                                      &learning_rates[0], beta1, beta2, eps, &out[0], n)
         if status < 0:
-            raise MemoryError(f"cannot allocate the step plans of {num_steps} steps")
+            raise MemoryError(f"cannot allocate the step plans of {n} steps")
         return losses
 
     def loss_and_grad(self, const int[::1] tokens, const long long[::1] starts,
@@ -670,22 +670,23 @@ cdef class Engine:
             raise MemoryError("cannot allocate the evaluation plan")
         return losses
 
-    def adam_step(self, grad, long long step, long long total_steps, double learning_rate,
-                  double beta1, double beta2, double eps):
-        """One Adam update of every weight from grad (P,), as step `step` of the
-        schedule: phases C and D of a step, from a whole gradient."""
+    def adam_step(self, grad, long long step, double lr_t, double beta1, double beta2,
+                  double eps):
+        """One Adam update of every weight from grad (P,) at rate lr_t, with the
+        bias corrections of step `step`: phases C and D of a step, from a whole
+        gradient."""
         grad = np.ascontiguousarray(grad, self.params.dtype)
         self._check_length(grad.shape[0], "grad")
         cdef void* p_grad = <void*><size_t>grad.ctypes.data
         with nogil:
             if self.itemsize == 8:
                 _adam_all(&self.ws, <double*>self.p_params, <double*>self.p_wt,
-                          <double*>self.p_m, <double*>self.p_v, <double*>p_grad, step,
-                          total_steps, learning_rate, beta1, beta2, eps)
+                          <double*>self.p_m, <double*>self.p_v, <double*>p_grad, step, lr_t,
+                          beta1, beta2, eps)
             else:
                 _adam_all(&self.ws, <float*>self.p_params, <float*>self.p_wt,
-                          <float*>self.p_m, <float*>self.p_v, <float*>p_grad, step,
-                          total_steps, learning_rate, beta1, beta2, eps)
+                          <float*>self.p_m, <float*>self.p_v, <float*>p_grad, step, lr_t,
+                          beta1, beta2, eps)
 
     def next_probs(self, int token, int pos, double temperature, double[::1] probs):
         """Feed token at position pos (the KV cache holds positions < pos) and write
