@@ -66,7 +66,7 @@ class Row:
 
 def train_flops(cfg: GPTConfig, n: int) -> float:
     """FLOPs of forward and backward over one document of n positions (see above)."""
-    C, F, V, L = cfg.n_embd, 4 * cfg.n_embd, cfg.vocab_size, cfg.n_layer
+    C, F, V, L = cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, cfg.vocab_size, cfg.n_layer
     forward = n * 2 * L * (4 * C * C + 2 * F * C) + L * 2 * C * n * (n + 1) + n * 2 * V * C
     return 3.0 * forward
 

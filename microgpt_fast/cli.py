@@ -10,6 +10,8 @@ import sys
 import threading
 from dataclasses import fields
 
+from .config import on_off
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a flag's default unless its help already says it or it has none."""
@@ -45,9 +47,12 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), note: str = 
         flag = dict(f.metadata)
         text = flag.pop("help")
         kind = flag.pop("type", type(f.default))
+        shown = flag.pop("shown", f.default)
+        if kind is bool:  # a switch: --flag on / --flag off
+            kind, shown = on_off, "on" if shown else "off"
+            flag.setdefault("metavar", "{on,off}")
         if "choices" not in flag:
             flag.setdefault("metavar", kind.__name__.upper())
-        shown = flag.pop("shown", f.default)
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                             help=f"{text} (default: {shown}{note})", **flag)
 

@@ -24,6 +24,24 @@ import numpy as np
 from .kernels import VARIANTS
 
 DTYPES = ("float64", "float32")
+NORMS = ("rmsnorm", "layernorm")
+ACTIVATIONS = ("relu", "gelu", "relu2", "silu")
+INITS = ("microgpt", "gpt2")
+# Architecture options whose kernels are not built yet: any other value is refused.
+NOT_YET = {"norm": "rmsnorm", "norm_gain": False, "final_norm": False, "activation": "relu",
+           "tie_embeddings": False}
+
+
+def on_off(text) -> bool:
+    """A switch's value from the command line or a sweep grid: on/off (also
+    true/false, yes/no, 1/0); a bool passes through."""
+    if isinstance(text, bool):
+        return text
+    value = {"on": True, "true": True, "yes": True, "1": True,
+             "off": False, "false": False, "no": False, "0": False}.get(str(text).lower())
+    if value is None:
+        raise ValueError(f"expected on or off, got {text!r}")
+    return value
 
 
 def _require(condition: bool, message: str) -> None:
@@ -61,6 +79,17 @@ class GPTConfig:
     n_head: int = _field(4, "attention heads, H (divides n-embd); head size C / H")
     n_layer: int = _field(1, "transformer blocks, L")
     block_size: int = _field(16, "most positions trained per document, T")
+    norm: str = _field("rmsnorm", "normalization: rmsnorm (the original's) or layernorm",
+                       choices=NORMS)
+    norm_gain: bool = _field(False, "a learned per-channel gain in every norm, starting at 1")
+    final_norm: bool = _field(False, "a norm before the LM head")
+    activation: str = _field("relu", "MLP activation: relu (the original's), gelu (exact, "
+                             "with erf), relu2 (squared ReLU) or silu", choices=ACTIVATIONS)
+    tie_embeddings: bool = _field(False, "the LM head is the token embedding matrix")
+    mlp_ratio: int = _field(4, "MLP hidden width in units of n-embd")
+    init: str = _field("microgpt", "initial weights: microgpt (the original's: every weight "
+                       "N(0, 0.08)) or gpt2 (N(0, 0.02), the residual output projections "
+                       "scaled by 1/sqrt(2 n-layer))", choices=INITS)
 
     def __post_init__(self):
         self.validate()
@@ -73,6 +102,16 @@ class GPTConfig:
         _require_int(self, "block_size", 1)
         _require(self.n_embd % self.n_head == 0,
                  f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        _require_int(self, "mlp_ratio", 1)
+        for name, choices in (("norm", NORMS), ("activation", ACTIVATIONS), ("init", INITS)):
+            _require(getattr(self, name) in choices,
+                     f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for name in ("norm_gain", "final_norm", "tie_embeddings"):
+            _require(isinstance(getattr(self, name), bool),
+                     f"{name} must be on or off, got {getattr(self, name)!r}")
+        for name, default in NOT_YET.items():
+            _require(getattr(self, name) == default,
+                     f"{name}={getattr(self, name)!r} is not available yet")
         return self
 
     @property
@@ -211,7 +250,7 @@ def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:
     A matrix "rows x cols" maps cols inputs to rows outputs. The optimizer, the
     checkpoints and the compiled engine all use this order.
     """
-    C, V, T = cfg.n_embd, cfg.vocab_size, cfg.block_size
+    C, V, T, F = cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.mlp_ratio * cfg.n_embd
     layout = [("wte", V, C), ("wpe", T, C), ("lm_head", V, C)]
     for i in range(cfg.n_layer):
         layout += [
@@ -219,17 +258,31 @@ def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:
             (f"layer{i}.attn_wk", C, C),
             (f"layer{i}.attn_wv", C, C),
             (f"layer{i}.attn_wo", C, C),
-            (f"layer{i}.mlp_fc1", 4 * C, C),
-            (f"layer{i}.mlp_fc2", C, 4 * C),
+            (f"layer{i}.mlp_fc1", F, C),
+            (f"layer{i}.mlp_fc2", C, F),
         ]
     return layout
 
 
-def init_params(cfg: GPTConfig, rng, std: float = 0.08) -> list[float]:
+# the matrices that write into the residual stream, scaled down by the gpt2 init
+_RESIDUAL_OUTPUTS = (".attn_wo", ".mlp_fc2")
+
+
+def init_params(cfg: GPTConfig, rng, std: float | None = None) -> list[float]:
     """Draw every parameter from rng.gauss(0, std), row by row, in flat order.
 
-    Both engines start from these numbers, so the random stream stays the
-    original's: after this call it continues into sampling.
+    std: the microgpt init's 0.08 for every matrix; the gpt2 init's 0.02, and
+    0.02 / sqrt(2 n_layer) for the residual output projections (attn_wo,
+    mlp_fc2). A given std overrides both. Both engines start from these numbers,
+    so the random stream stays the original's: after this call it continues
+    into sampling.
     """
-    return [rng.gauss(0, std) for _, rows, cols in param_layout(cfg)
-            for _ in range(rows * cols)]
+    def std_of(name: str) -> float:
+        if std is not None:
+            return std
+        if cfg.init == "microgpt":
+            return 0.08
+        return 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(_RESIDUAL_OUTPUTS) else 0.02
+
+    return [rng.gauss(0, s) for name, rows, cols in param_layout(cfg)
+            for s in [std_of(name)] for _ in range(rows * cols)]

@@ -52,8 +52,10 @@ class CompiledGPT:
             raise ValueError(f"expected {config.num_params} parameters, got shape {given.shape}")
         self.threads = min(resolve_threads(threads, self.kernel), batch_size)
         c = config
-        self.engine = self.kernel.module.Engine(c.n_embd, c.n_head, c.n_layer, c.block_size,
-                                                c.vocab_size, batch_size, self.threads, dtype)
+        self.engine = self.kernel.module.Engine(
+            c.n_embd, c.n_head, c.n_layer, c.block_size, c.vocab_size, batch_size, self.threads,
+            dtype, c.mlp_ratio, c.norm, c.norm_gain, c.final_norm, c.activation,
+            c.tie_embeddings)
         self.engine.set_params(given)
 
     @property

@@ -38,7 +38,8 @@ from cython.parallel cimport parallel, threadid
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from layout cimport Dims, dims_init
+from layout cimport (Dims, dims_init, NORM_RMS, NORM_LAYER, ACT_RELU, ACT_GELU,
+                     ACT_RELU2, ACT_SILU)
 from model cimport gpt_forward, gpt_losses, gpt_backward
 from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
@@ -492,6 +493,11 @@ cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, 
                 _copy_block(&ws.blocks[k], wt, params, ws.timers + th * N_TIMERS)
 
 
+# config.GPTConfig's names of the architecture's choices, as Dims codes them
+NORMS = {"rmsnorm": NORM_RMS, "layernorm": NORM_LAYER}
+ACTIVATIONS = {"relu": ACT_RELU, "gelu": ACT_GELU, "relu2": ACT_RELU2, "silu": ACT_SILU}
+
+
 def _aligned_zeros(Py_ssize_t n, dtype):
     """Zeros starting on a 64-byte boundary (numpy only promises 16): a weight
     row then starts on a cache line as often as its length allows, and the
@@ -527,15 +533,19 @@ cdef class Engine:
     cdef void* p_wt
 
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size, int vocab_size,
-                  int batch_size, int threads, dtype):
+                  int batch_size, int threads, dtype, int mlp_ratio=4, norm="rmsnorm",
+                  bint norm_gain=False, bint final_norm=False, activation="relu",
+                  bint tie_embeddings=False):
         memset(&self.ws, 0, sizeof(Workspace))
         dtype = np.dtype(dtype)
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
-                or vocab_size < 2 or batch_size < 1 or threads < 1
-                or dtype not in (np.float32, np.float64)):
-            raise ValueError("invalid engine sizes or dtype")
+                or vocab_size < 2 or batch_size < 1 or threads < 1 or mlp_ratio < 1
+                or dtype not in (np.float32, np.float64)
+                or norm not in NORMS or activation not in ACTIVATIONS):
+            raise ValueError("invalid engine sizes, dtype or architecture")
         cdef Workspace* ws = &self.ws
-        dims_init(&ws.d, n_embd, n_head, n_layer, block_size, vocab_size, batch_size)
+        dims_init(&ws.d, n_embd, n_head, n_layer, block_size, vocab_size, batch_size, mlp_ratio,
+                  NORMS[norm], norm_gain, final_norm, ACTIVATIONS[activation], tie_embeddings)
         self.itemsize = dtype.itemsize
         self.batch_size = batch_size
         ws.max_threads = threads

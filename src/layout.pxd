@@ -3,7 +3,7 @@
 # Dimension letters used in all kernel files:
 #   T  positions of one document (n <= block_size rows are computed)
 #   C  n_embd, width of the residual stream      H  heads, D = C / H
-#   F  4 * C, width of the MLP hidden layer      V  vocab_size
+#   F  mlp_ratio * C, the MLP hidden width       V  vocab_size
 #   L  layers                                    P  parameters
 #   R  rows of a step: the positions of all its documents, one after another
 # Every matrix is row-major; a weight "W (nout, nin)" maps nin inputs to nout
@@ -14,8 +14,21 @@
 # products over the rows of each gradient group of these tensors (engine.pxi,
 # phase B).
 
+# the architecture's switches (config.GPTConfig), as Dims holds them
+cdef enum:
+    NORM_RMS = 0
+    NORM_LAYER = 1
+cdef enum:
+    ACT_RELU = 0
+    ACT_GELU = 1
+    ACT_RELU2 = 2
+    ACT_SILU = 3
+
+
 cdef struct Dims:
     int C, H, D, F, V, T, L
+    int norm, activation           # NORM_*, ACT_*
+    bint norm_gain, final_norm, tie_embeddings
     int Tp                         # T rounded up to 16 (floats in the widest vector): room
                                    # for any attention row, padded(m) <= Tp (attention.pxd)
     int R                          # most rows of a step: batch_size * T
@@ -63,14 +76,19 @@ cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
 
 
 cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int block_size,
-                           int vocab_size, int batch_size) noexcept nogil:
+                           int vocab_size, int batch_size, int mlp_ratio, int norm,
+                           bint norm_gain, bint final_norm, int activation,
+                           bint tie_embeddings) noexcept nogil:
     # 64-bit sizes throughout: R * H * T passes 2**31 long before memory runs out
-    cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size, F = 4 * <Py_ssize_t>n_embd
+    cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size
+    cdef Py_ssize_t F = <Py_ssize_t>mlp_ratio * n_embd
     cdef Py_ssize_t R = <Py_ssize_t>batch_size * block_size
     # attention rows are padded to whole vectors (attention.pxd): at most 16 floats
     cdef Py_ssize_t Tp = (T + 15) // 16 * 16
     cdef Py_ssize_t cur = 0, layer_cur = 0
-    d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = 4 * n_embd
+    d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = <int>F
+    d.norm = norm; d.norm_gain = norm_gain; d.final_norm = final_norm
+    d.activation = activation; d.tie_embeddings = tie_embeddings
     d.V = vocab_size; d.T = block_size; d.L = n_layer; d.Tp = <int>Tp
     d.R = <int>R
     d.wte = 0

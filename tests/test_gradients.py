@@ -23,7 +23,7 @@ from helpers import KERNELS, assert_matrices_close
 F64_TOL = 1e-10
 F32_TOL = 1e-4
 
-# (n_embd, n_head, n_layer, block_size, batch, dataset fixture)
+# (n_embd, n_head, n_layer, block_size, batch, dataset fixture[, architecture options])
 CASES = [
     (16, 4, 1, 16, 1, "names_ds"),    # the default shape
     (16, 4, 2, 8, 2, "names_ds"),
@@ -37,23 +37,31 @@ CASES = [
     (15, 3, 1, 7, 1, "names_ds"),
     (8, 4, 2, 16, 2, "unicode_ds"),
     (14, 2, 1, 6, 3, "names_ds"),
+    # architecture options (GPTConfig fields), alone and combined
+    (6, 3, 2, 5, 3, "names_ds", {"mlp_ratio": 1}),
+    (9, 3, 1, 12, 2, "unicode_ds", {"mlp_ratio": 3}),
+    (8, 2, 2, 8, 2, "names_ds", {"init": "gpt2"}),
 ]
 
 
 def case_id(case) -> str:
-    C, H, L, T, B, data = case
-    return f"C{C}-H{H}-L{L}-T{T}-B{B}-{data.split('_')[0]}"
+    C, H, L, T, B, data, *arch = case
+    options = "".join(f"-{k}={v}" for k, v in (arch[0] if arch else {}).items())
+    return f"C{C}-H{H}-L{L}-T{T}-B{B}-{data.split('_')[0]}{options}"
 
 
 def make_case(index: int, ds):
     """Config, initial params and doc ids of case index (deterministic). The
     params are float32 numbers (held as float64), so that the float64 and the
     float32 engine start from the very same weights and share one reference."""
-    C, H, L, T, B, _ = CASES[index]
-    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T)
+    C, H, L, T, B, _, *arch = CASES[index]
+    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T,
+                    **(arch[0] if arch else {}))
     rng = random.Random(1000 + index)
-    # alternate the original's small init with a larger one (sharper softmaxes)
-    params = init_params(cfg, rng, std=0.08 if index % 2 == 0 else 0.4)
+    # alternate the original's small init with a larger one (sharper softmaxes);
+    # a case that names its init draws it
+    std = None if arch and "init" in arch[0] else 0.08 if index % 2 == 0 else 0.4
+    params = init_params(cfg, rng, std=std)
     params = np.array(params, np.float32).astype(np.float64).tolist()
     doc_ids = [rng.randrange(len(ds.docs)) for _ in range(B)]
     return cfg, params, doc_ids

@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import fields
 
-from ..config import GPTConfig, TrainConfig
+from ..config import GPTConfig, TrainConfig, on_off
 
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size")
 # every setting of a run (threads is always 1: a run per core)
@@ -39,7 +39,7 @@ def _parse_value(name: str, text: str):
     try:
         # an int field takes only what int() parses: through float(), "1e30" or
         # "32.5" would quietly become some other integer
-        return kind(text)
+        return on_off(text) if kind is bool else kind(text)
     except ValueError:
         raise SweepError(f"{name}: {text!r} is not a valid {kind.__name__}") from None
 
@@ -76,7 +76,7 @@ def parse_ranges(items: list[str]) -> dict[str, tuple]:
             scale = parts.pop()
         if len(parts) != 2 or scale not in ("lin", "log"):
             raise SweepError(f"--range expects FIELD=LOW:HIGH[:log|lin], got {item!r}")
-        if field_type(name) is str:
+        if field_type(name) in (str, bool):
             raise SweepError(f"--range {name}: only numeric fields have ranges; use --grid")
         low, high = (_parse_value(name, p.strip()) for p in parts)
         ranges[name] = check_range(name, (low, high, scale))
@@ -90,7 +90,7 @@ def check_range(name: str, spec) -> tuple:
         low, high, scale = spec
     except (TypeError, ValueError):
         raise SweepError(f"range of {name} must be (low, high, 'lin' or 'log')") from None
-    if kind is str or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+    if kind in (str, bool) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
                               and math.isfinite(x) for x in (low, high)):
         raise SweepError(f"range of {name}: low and high must be finite numbers")
     if scale not in ("lin", "log"):

@@ -1,0 +1,99 @@
+"""The architecture options of GPTConfig: their parameters, their init, their flags.
+
+Their gradients against the reference are in test_gradients.py.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from microgpt_fast.config import GPTConfig, init_params, on_off, param_layout
+
+from helpers import assert_cli_error, run_cli
+
+
+def matrices(cfg, params) -> dict:
+    """name -> (rows, cols) array of a flat parameter list."""
+    out, at = {}, 0
+    for name, rows, cols in param_layout(cfg):
+        out[name] = np.array(params[at:at + rows * cols]).reshape(rows, cols)
+        at += rows * cols
+    return out
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 4, 7])
+def test_mlp_ratio_sets_the_hidden_width(ratio):
+    cfg = GPTConfig(n_embd=8, n_head=2, n_layer=2, mlp_ratio=ratio)
+    shapes = {name: (rows, cols) for name, rows, cols in param_layout(cfg)}
+    assert shapes["layer1.mlp_fc1"] == (ratio * 8, 8)
+    assert shapes["layer1.mlp_fc2"] == (8, ratio * 8)
+    assert cfg.num_params == 27 * 8 * 2 + 16 * 8 + 2 * (4 * 64 + 2 * ratio * 64)
+
+
+def test_microgpt_init_is_the_original_stream():
+    """Every weight N(0, 0.08), drawn in flat order: the original's numbers."""
+    cfg = GPTConfig()
+    rng = random.Random(42)
+    expected = [rng.gauss(0, 0.08) for _ in range(cfg.num_params)]
+    assert init_params(cfg, random.Random(42)) == expected
+
+
+def test_gpt2_init_scales_the_residual_projections():
+    cfg = GPTConfig(n_embd=64, n_head=4, n_layer=3, init="gpt2")
+    mats = matrices(cfg, init_params(cfg, random.Random(0)))
+    for name, mat in mats.items():
+        want = 0.02 / math.sqrt(6) if name.endswith(("attn_wo", "mlp_fc2")) else 0.02
+        assert abs(mat.std() / want - 1) < 0.1, (name, mat.std(), want)
+        assert abs(mat.mean()) < 0.1 * want
+
+
+def test_an_explicit_std_overrides_the_init():
+    cfg = GPTConfig(init="gpt2")
+    rng = random.Random(1)
+    assert init_params(cfg, random.Random(1), std=0.3) == [rng.gauss(0, 0.3)
+                                                           for _ in range(cfg.num_params)]
+
+
+@pytest.mark.parametrize("text, value", [("on", True), ("OFF", False), ("true", True),
+                                         ("0", False), ("yes", True), (False, False)])
+def test_on_off_reads_a_switch(text, value):
+    assert on_off(text) is value
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", "2"])
+def test_on_off_refuses_anything_else(bad):
+    with pytest.raises(ValueError, match="on or off"):
+        on_off(bad)
+
+
+@pytest.mark.parametrize("field, bad", [("mlp_ratio", 0), ("mlp_ratio", 2.5),
+                                        ("norm", "batchnorm"), ("activation", "tanh"),
+                                        ("init", "xavier"), ("norm_gain", "on"),
+                                        ("tie_embeddings", 1)])
+def test_config_refuses_bad_options(field, bad):
+    with pytest.raises(ValueError, match=field):
+        GPTConfig(**{field: bad})
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mlp-ratio", "0"], ["mlp_ratio", ">= 1"]),
+    (["--mlp-ratio", "1.5"], ["--mlp-ratio"]),
+    (["--init", "xavier"], ["--init", "invalid choice"]),
+    (["--activation", "tanh"], ["--activation", "invalid choice"]),
+    (["--norm", "batchnorm"], ["--norm", "invalid choice"]),
+    (["--tie-embeddings", "maybe"], ["--tie-embeddings"]),
+    (["--final-norm", "2"], ["--final-norm"]),
+])
+def test_bad_option_flags_fail_in_one_line(tmp_path, args, words):
+    assert_cli_error(run_cli(["--steps", "1"] + args, tmp_path), *words)
+
+
+def test_options_train_from_the_command_line(tmp_path):
+    result = run_cli(["--steps", "3", "--mlp-ratio", "2", "--init", "gpt2",
+                      "--num-samples", "1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "num params: 3168" in result.stdout  # 27*16*2 + 16*16 + 4*256 + 2*512
