@@ -184,6 +184,7 @@ class TrainingRun:
                       f"{val.num_docs} validation)", file=out)
             print(f"vocab size: {trainer.config.vocab_size}", file=out)
             print(f"num params: {trainer.config.num_params}", file=out)
+        trainer.prompt_ids()  # a prompt it cannot sample from fails now, not after training
         if val is None and (args.eval_every or args.eval_docs):
             raise ValueError("--eval-every and --eval-docs need --val-fraction > 0")
         self.steps, self.first_step = trainer.train_config.steps, trainer.step

@@ -409,6 +409,21 @@ class Trainer:
             return ""
         return "\n" if "\n" in self.chars else self.chars[0]
 
+    def prompt_ids(self, prompt: str | None = None) -> list[int]:
+        """Token ids of the prompt a sample continues (None: the sampling config's,
+        else default_prompt); ValueError, before any draw, for one the model
+        cannot continue: characters outside the vocabulary, an empty prompt for a
+        text, or (lines) one that fills the block."""
+        if prompt is None:
+            prompt = self.sampling.prompt
+        ids = self.encode(self.default_prompt if prompt is None else prompt)
+        if self.text_mode and not ids:
+            raise ValueError("a text sample continues a prompt: give at least one character")
+        if not self.text_mode and len(ids) >= self.config.block_size:
+            raise ValueError(f"prompt has {len(ids)} characters; the model's block size "
+                             f"{self.config.block_size} leaves no room to sample")
+        return ids
+
     def sample(self, num_samples: int | None = None, temperature: float | None = None,
                prompt: str | None = None, top_k: int | None = None,
                max_len: int | None = None, rng: random.Random | None = None) -> list[str]:
@@ -429,20 +444,13 @@ class Trainer:
         sampling = replace(self.sampling, **given)  # SampleConfig checks them
         if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
-        prompt = self.default_prompt if sampling.prompt is None else sampling.prompt
-        ids = self.encode(prompt)
+        ids = self.prompt_ids(sampling.prompt)
         rng = self.rng if rng is None else rng
         if self.text_mode:
-            if not ids:
-                raise ValueError("a text sample continues a prompt: give at least one "
-                                 "character")
             length = TEXT_SAMPLE_LENGTH if sampling.max_len is None else sampling.max_len
             return ["".join(self.chars[t] for t in self.model.sample_text(
                         rng, sampling.temperature, ids, length, top_k))
                     for _ in range(sampling.num_samples)]
-        if len(ids) >= self.config.block_size:
-            raise ValueError(f"prompt has {len(ids)} characters; the model's block size "
-                             f"{self.config.block_size} leaves no room to sample")
         return ["".join(self.chars[t] for t in self.model.sample(
                     rng, self.bos, sampling.temperature, ids, top_k, sampling.max_len))
                 for _ in range(sampling.num_samples)]
