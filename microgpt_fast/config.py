@@ -223,7 +223,7 @@ class SampleConfig:
 
     temperature: float = _field(0.5, "sampling temperature, finite and > 0")
     num_samples: int = _field(20, "how many samples to draw")
-    prompt: str | None = _field(None, "text each sample continues", type=str,
+    prompt: str | None = _field(None, "text each sample continues", type=str, metavar="TEXT",
                                 shown="none for lines; a newline for text")
     max_len: int | None = _field(None, "most characters drawn per sample (text: exactly this "
                                  "many)", type=int, metavar="N",
