@@ -17,13 +17,18 @@ raise ValueError naming the field.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
 from .kernels import VARIANTS
 
 DTYPES = ("float64", "float32")
+# How a data file is read (data.py): one document a line, or one stream of characters.
+FORMATS = ("lines", "text")
+# The held-out fraction when none is given: the original has none; a text is
+# one stream, and a run on it is measured on its last tenth.
+DEFAULT_VAL_FRACTION = {"lines": 0.0, "text": 0.1}
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("relu", "gelu", "relu2", "silu")
 INITS = ("microgpt", "gpt2")
@@ -154,7 +159,7 @@ class TrainConfig:
     (the original's defaults, batch 1, float64)."""
 
     steps: int = _field(1000, "optimizer steps: the length of the learning-rate schedule")
-    batch_size: int = _field(1, "documents per step")
+    batch_size: int = _field(1, "documents (lines) or windows (text) per step")
     learning_rate: float = _field(Adam.learning_rate, "Adam learning rate, decayed linearly to 0")
     beta1: float = _field(Adam.beta1, "Adam first-moment decay")
     beta2: float = _field(Adam.beta2, "Adam second-moment decay")
@@ -162,7 +167,14 @@ class TrainConfig:
     seed: int = _field(42, "seed of the random stream (shuffle, init, samples)")
     dtype: str = _field("float64", "float64 reproduces the original; the reference is always "
                         "float64", choices=DTYPES)
-    val_fraction: float = _field(0.0, "hold out this last fraction of the shuffled documents")
+    val_fraction: float | None = _field(
+        None, "hold out this last fraction of the shuffled documents (lines) or of the "
+        "characters (text)", type=float, metavar="F", shown="0 for lines, 0.1 for text")
+    data_format: str | None = _field(
+        None, "how the data file is read: lines (one document a line, each between BOS "
+        "tokens) or text (one stream of characters, newlines included, trained in windows of "
+        "block-size + 1 characters at pseudo-random offsets)", choices=FORMATS, type=str,
+        shown="text for the bundled shakespeare, lines for names and any file")
 
     def __post_init__(self):
         self.validate()
@@ -180,10 +192,22 @@ class TrainConfig:
                  f"seed must be an integer, got {self.seed!r}")
         _require(self.dtype in DTYPES,
                  f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _require(isinstance(self.val_fraction, (int, float))
-                 and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1,
+        _require(self.val_fraction is None or (
+                     isinstance(self.val_fraction, (int, float))
+                     and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1),
                  f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        _require(self.data_format is None or self.data_format in FORMATS,
+                 f"data_format must be one of {', '.join(FORMATS)}, got {self.data_format!r}")
         return self
+
+    def resolved(self, natural_format: str) -> "TrainConfig":
+        """This config with the data's defaults filled in: data_format, where not
+        given, the data's natural format (data.natural_format); val_fraction, where
+        not given, that format's default (0 for lines, 0.1 for text)."""
+        data_format = self.data_format or natural_format
+        val_fraction = (DEFAULT_VAL_FRACTION[data_format] if self.val_fraction is None
+                        else self.val_fraction)
+        return replace(self, data_format=data_format, val_fraction=val_fraction)
 
     @property
     def adam(self) -> Adam:
@@ -199,6 +223,11 @@ class SampleConfig:
 
     temperature: float = _field(0.5, "sampling temperature, finite and > 0")
     num_samples: int = _field(20, "how many samples to draw")
+    prompt: str | None = _field(None, "text each sample continues", type=str, metavar="TEXT",
+                                shown="none for lines; a newline for text")
+    max_len: int | None = _field(None, "most characters drawn per sample (text: exactly this "
+                                 "many)", type=int, metavar="N",
+                                 shown="up to the block size for lines; 300 for text")
 
     def __post_init__(self):
         self.validate()
@@ -208,6 +237,10 @@ class SampleConfig:
                  and not isinstance(self.temperature, bool) and 0 < self.temperature < math.inf,
                  f"temperature must be finite and > 0, got {self.temperature!r}")
         _require_int(self, "num_samples", 0)
+        _require(self.prompt is None or isinstance(self.prompt, str),
+                 f"prompt must be a string, got {self.prompt!r}")
+        if self.max_len is not None:
+            _require_int(self, "max_len", 1)
         return self
 
     def to_dict(self) -> dict:
@@ -222,8 +255,10 @@ class RunOptions:
     """How a run is carried out: never its numbers (any thread count and kernel
     give the same bits), so all of these may change on resume."""
 
-    data: str | None = _field(None, "UTF-8 text file, one document a line", metavar="PATH",
-                              type=str, shown="the bundled names.txt")
+    data: str | None = _field(None, "the bundled names (32,033 names) or shakespeare (1.1 MB of "
+                              "plays), or a UTF-8 text file (a file called names or "
+                              "shakespeare: ./names)", metavar="NAME|PATH", type=str,
+                              shown="names")
     engine: str = _field("compiled", "compiled Cython engine, or the pure-Python reference",
                          choices=ENGINES)
     kernel: str | None = _field(None, "compiled kernel variant", choices=VARIANTS, type=str,

@@ -14,7 +14,8 @@ chunks, gradients, evaluation and sampling run in it without the GIL. This
 class is the boundary: past it the kernels run without checks.
 
 The pure-Python reference (reference.ReferenceGPT) has the same interface:
-train, evaluate, loss_and_grad, apply_adam, sample, params / m / v, set_state.
+train, evaluate, loss_and_grad, apply_adam, sample, sample_text, params / m /
+v, set_state.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from .config import DTYPES, Adam, GPTConfig
 from .data import Dataset
 from .kernels import Kernel, load_kernel, resolve_threads
-from .sampling import draw
+from .sampling import draw, draw_text
 
 
 class CompiledGPT:
@@ -162,12 +163,34 @@ class CompiledGPT:
 
         return next_probs
 
+    def window_probs_fn(self, temperature: float = 0.5):
+        """A function window_probs(tokens) -> float64 (V,): a fresh forward pass over
+        tokens (1 to block_size ids) at positions 0, 1, ..., and softmax(logits /
+        temperature) of the last, computed in compiled code."""
+        if not 0 < temperature < np.inf:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        probs = np.empty(self.config.vocab_size, np.float64)
+
+        def window_probs(tokens) -> np.ndarray:
+            self.engine.window_probs(np.ascontiguousarray(tokens, np.intc), float(temperature),
+                                     probs)
+            return probs
+
+        return window_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample (prompt's first), drawn with rng.choices as the
         original does; see sampling.draw."""
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
+
+    def sample_text(self, rng, temperature: float, prompt, length: int,
+                    top_k=None) -> list[int]:
+        """Token ids of one text sample: prompt's, then length drawn; see
+        sampling.draw_text."""
+        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
+                         rng, self.config.block_size, prompt, length, top_k)
 
     def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
         """Seconds spent per op group since the last reset, summed over threads (or

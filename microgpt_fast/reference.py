@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .config import Adam, GPTConfig, param_layout
-from .sampling import draw
+from .sampling import draw, draw_text
 
 
 class Value:
@@ -113,7 +113,7 @@ def rmsnorm(x):
 class ReferenceGPT:
     """The original model and its Adam optimizer over Value scalars, behind the
     same interface as engine.CompiledGPT (train, evaluate, loss_and_grad,
-    apply_adam, sample, params / m / v, set_state), so that the trainer and the
+    apply_adam, sample, sample_text, params / m / v, set_state), so that the trainer and the
     tests treat both alike. numpy only carries results out; every number is
     computed by Value operations and Python floats, as the original does.
 
@@ -306,8 +306,28 @@ class ReferenceGPT:
 
         return next_probs
 
+    def window_probs_fn(self, temperature: float = 0.5):
+        """A function window_probs(tokens) -> list of V floats: tokens fed at
+        positions 0, 1, ... with fresh caches, softmax(logits / temperature) of the
+        last."""
+        cfg = self.config
+
+        def window_probs(tokens) -> list[float]:
+            keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
+            for pos_id, token_id in enumerate(tokens):
+                logits = self.gpt(int(token_id), pos_id, keys, values)
+            return [p.data for p in softmax([l / temperature for l in logits])]
+
+        return window_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample, drawn with rng.choices as the original does."""
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
+
+    def sample_text(self, rng, temperature: float, prompt, length: int,
+                    top_k=None) -> list[int]:
+        """Token ids of one text sample: prompt's, then length drawn (sampling.draw_text)."""
+        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
+                         rng, self.config.block_size, prompt, length, top_k)

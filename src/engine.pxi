@@ -721,6 +721,36 @@ cdef class Engine:
                 softmax_temperature(&probs[0], <float*>ws.rows + ws.d.logits + pos * ws.d.V,
                                     ws.d.V, temperature)
 
+    def window_probs(self, const int[::1] tokens, double temperature, double[::1] probs):
+        """Feed tokens at positions 0 .. n - 1, n <= block_size, in one fresh forward
+        pass (the KV cache is overwritten), and write softmax(logits / temperature)
+        of the last position into probs (V,), in float64: the next token's
+        probabilities after a window of text."""
+        cdef Workspace* ws = &self.ws
+        cdef int n = <int>tokens.shape[0], p
+        if not (1 <= n <= ws.d.T and probs.shape[0] == ws.d.V):
+            raise ValueError("invalid window length or probs size")
+        for p in range(n):
+            if not 0 <= tokens[p] < ws.d.V:
+                raise ValueError("invalid token")
+            ws.row_ints[p] = tokens[p]
+        cdef int doc_rows[2]
+        doc_rows[0] = 0
+        doc_rows[1] = n
+        cdef Py_ssize_t last = <Py_ssize_t>(n - 1) * ws.d.V  # the last row of the logits
+        with nogil:
+            if self.itemsize == 8:
+                gpt_forward(&ws.d, <double*>self.p_params, <double*>self.p_wt,
+                            <double*>ws.rows, <double*>ws.arena, ws.row_ints, doc_rows, 1, 0,
+                            ws.timers)
+                softmax_temperature(&probs[0], <double*>ws.rows + ws.d.logits + last,
+                                    ws.d.V, temperature)
+            else:
+                gpt_forward(&ws.d, <float*>self.p_params, <float*>self.p_wt, <float*>ws.rows,
+                            <float*>ws.arena, ws.row_ints, doc_rows, 1, 0, ws.timers)
+                softmax_temperature(&probs[0], <float*>ws.rows + ws.d.logits + last,
+                                    ws.d.V, temperature)
+
     def read_timers(self, thread=None):
         """Seconds per op group, summed over threads (or of one thread): (forward,
         backward) lists in TIMER_GROUPS order, Adam's (with the transposed
