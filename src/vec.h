@@ -1,4 +1,5 @@
-/* The vector width of the C helpers (gemm.h, vexp.h, transpose.h), in one place.
+/* The vector width of the C helpers (gemm.h, vexp.h, verf.h, activation.h, transpose.h),
+ * in one place.
  *
  * The compiler's target picks it: with AVX-512 (__AVX512F__) 512-bit vectors,
  * with AVX2 and FMA 256-bit ones; elsewhere MG_VEC is 0, gemm.h, vexp.h and
@@ -12,7 +13,7 @@
  *                           mg_mask_S_n(n) selects the first n
  *   load, store, mload, mstore (masked: other lanes read as 0, left as they are),
  *   set1, zero, add, sub, mul, div, fma (a b + c), fnma (c - a b), one rounding each
- *   max(a, b), min(a, b)    b where either is NaN
+ *   max(a, b)               b where either is NaN
  *   abs, copysign(y, x)     |y| with the sign of x
  *   round                   to the nearest whole number, ties to even
  *   exp2i                   2^k for whole k in the normal exponent range
@@ -78,8 +79,6 @@ MG_INLINE mg_vf32 mg_sub_f32(mg_vf32 a, mg_vf32 b) { return _mm512_sub_ps(a, b);
 MG_INLINE mg_vf64 mg_sub_f64(mg_vf64 a, mg_vf64 b) { return _mm512_sub_pd(a, b); }
 MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return _mm512_div_ps(a, b); }
 MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return _mm512_div_pd(a, b); }
-MG_INLINE mg_vf32 mg_min_f32(mg_vf32 a, mg_vf32 b) { return _mm512_min_ps(a, b); }
-MG_INLINE mg_vf64 mg_min_f64(mg_vf64 a, mg_vf64 b) { return _mm512_min_pd(a, b); }
 /* the sign is the top bit: integer logic on it */
 MG_INLINE mg_vf32 mg_abs_f32(mg_vf32 x) {
     return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x),
@@ -186,8 +185,6 @@ MG_INLINE mg_vf32 mg_sub_f32(mg_vf32 a, mg_vf32 b) { return _mm256_sub_ps(a, b);
 MG_INLINE mg_vf64 mg_sub_f64(mg_vf64 a, mg_vf64 b) { return _mm256_sub_pd(a, b); }
 MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return _mm256_div_ps(a, b); }
 MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return _mm256_div_pd(a, b); }
-MG_INLINE mg_vf32 mg_min_f32(mg_vf32 a, mg_vf32 b) { return _mm256_min_ps(a, b); }
-MG_INLINE mg_vf64 mg_min_f64(mg_vf64 a, mg_vf64 b) { return _mm256_min_pd(a, b); }
 MG_INLINE mg_vf32 mg_abs_f32(mg_vf32 x) {
     return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
 }
@@ -276,11 +273,9 @@ MG_INLINE mg_vf32 mg_mul_f32(mg_vf32 a, mg_vf32 b) { return a * b; }
 MG_INLINE mg_vf64 mg_mul_f64(mg_vf64 a, mg_vf64 b) { return a * b; }
 MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return a / b; }
 MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return a / b; }
-/* the comparisons of the vector instructions: b where either is NaN */
+/* max as the vector instructions: b where either is NaN */
 MG_INLINE mg_vf32 mg_max_f32(mg_vf32 a, mg_vf32 b) { return a > b ? a : b; }
 MG_INLINE mg_vf64 mg_max_f64(mg_vf64 a, mg_vf64 b) { return a > b ? a : b; }
-MG_INLINE mg_vf32 mg_min_f32(mg_vf32 a, mg_vf32 b) { return a < b ? a : b; }
-MG_INLINE mg_vf64 mg_min_f64(mg_vf64 a, mg_vf64 b) { return a < b ? a : b; }
 MG_INLINE mg_vf32 mg_fma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return a * b + c; }
 MG_INLINE mg_vf64 mg_fma_f64(mg_vf64 a, mg_vf64 b, mg_vf64 c) { return a * b + c; }
 MG_INLINE mg_vf32 mg_fnma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return c - a * b; }
