@@ -51,7 +51,7 @@ cdef struct Dims:
     Py_ssize_t x_mid               #   (R, C)         after the attention residual
     Py_ssize_t ln2, ln2_scale      #   (R, C), (R,)
     Py_ssize_t hidden              #   (R, F)         act(fc1 ln2)
-    Py_ssize_t hidden_slope        #   (R, F)         act' at fc1 ln2 (activations but relu: none)
+    Py_ssize_t hidden_slope        #   (R, F)         act'(fc1 ln2); no room with relu
     Py_ssize_t d_qkv               #   (R, 3C)        gradient of qkv_out
     Py_ssize_t d_mid               #   (R, C)         gradient of x_mid
     Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (act' applied)

@@ -10,7 +10,11 @@
  * and the sign of x put back. Q and G are polynomials (Horner's rule), weighted
  * minimax fits of erf's own values derived by tools/erf_coefficients.py, which
  * states the method; the fits' own error is 0.1 ulp or less (0.03 in float),
- * the rest is the arithmetic's rounding. Both branches are computed for every
+ * the rest is the arithmetic's rounding. Measured on tests/test_activations.py's
+ * 183,000 points (magnitudes 1e-300 to 1e10), in double and in float: at most
+ * 0.9 ulp from the exact erf with vectors, 1.15 in the scalar builds (whose
+ * fma rounds twice); 1.0 ulp from math.erf in double, itself up to 0.99 ulp
+ * off (the test holds both dtypes to 2). Both branches are computed for every
  * lane and one is selected, so nothing branches per element. NaN gives NaN;
  * +-inf give +-1.
  */
