@@ -51,6 +51,23 @@ class Value:
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
 
+    # the other MLP activations (GPTConfig.activation), each with its derivative
+
+    def gelu(self):
+        cdf = 0.5 * (1 + math.erf(self.data / math.sqrt(2)))
+        pdf = math.exp(-0.5 * self.data * self.data) / math.sqrt(2 * math.pi)
+        return Value(self.data * cdf, (self,), (cdf + self.data * pdf,))
+
+    def relu2(self):
+        r = max(0.0, self.data)
+        return Value(r * r, (self,), (2 * r,))
+
+    def silu(self):
+        # the sigmoid s from exp(-|x|), which cannot overflow
+        e = math.exp(-abs(self.data))
+        s = 1 / (1 + e) if self.data >= 0 else e / (1 + e)
+        return Value(self.data * s, (self,), (s * (1 + self.data * (1 - s)),))
+
     def __neg__(self):
         return self * -1
 
@@ -132,6 +149,8 @@ class ReferenceGPT:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.batch_size = batch_size
+        # the MLP's activation: Value.relu (the original's), gelu, relu2 or silu
+        self.activation = getattr(Value, config.activation)
         values = iter([Value(float(p)) for p in params])
         self.state_dict = {
             name: [[next(values) for _ in range(cols)] for _ in range(rows)]
@@ -202,7 +221,7 @@ class ReferenceGPT:
             x_residual = x
             x = rmsnorm(x)
             x = linear(x, sd[f"layer{li}.mlp_fc1"])
-            x = [xi.relu() for xi in x]
+            x = [self.activation(xi) for xi in x]
             x = linear(x, sd[f"layer{li}.mlp_fc2"])
             x = [a + b for a, b in zip(x, x_residual)]
         return linear(x, sd["lm_head"])

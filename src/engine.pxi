@@ -45,7 +45,8 @@ from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
 from adam cimport adam_update
 from xent cimport softmax_temperature
-from simd cimport transpose
+from simd cimport transpose, verf
+from activation cimport activation_forward
 from timers cimport now, PROFILE, N_TIMERS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS
 from schedule cimport (GROUPS, PRODUCT, TOKENS, Schedule, Team, WeightBlock, doc_rows_of,
                        plan_step, schedule_blocks, schedule_init, split_docs, team_of,
@@ -496,6 +497,55 @@ cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, 
 # config.GPTConfig's names of the architecture's choices, as Dims codes them
 NORMS = {"rmsnorm": NORM_RMS, "layernorm": NORM_LAYER}
 ACTIVATIONS = {"relu": ACT_RELU, "gelu": ACT_GELU, "relu2": ACT_RELU2, "silu": ACT_SILU}
+
+
+# ---------------------------------------------------------------------------
+# The activations' arithmetic on its own, for the tests
+
+
+def _float_array(x):
+    """A C-contiguous 1-D copy of x, float32 or float64 as given."""
+    y = np.array(x, order="C", copy=True).reshape(-1)
+    if y.dtype not in (np.float32, np.float64):
+        raise TypeError(f"expected a float32 or float64 array, got {y.dtype}")
+    return y
+
+
+def erf(x):
+    """verf.h's erf of each element of a float32 or float64 array (a new 1-D array)."""
+    cdef float[::1] y32
+    cdef double[::1] y64
+    y = _float_array(x)
+    if y.size == 0:
+        return y
+    if y.dtype == np.float32:
+        y32 = y
+        verf(&y32[0], y32.shape[0])
+    else:
+        y64 = y
+        verf(&y64[0], y64.shape[0])
+    return y
+
+
+def activation(name, x):
+    """(value, derivative) of the activation `name` (gelu, relu2 or silu) at each
+    element of a float32 or float64 array, as the MLP computes them (new arrays)."""
+    cdef float[::1] h32, s32
+    cdef double[::1] h64, s64
+    cdef int code = ACTIVATIONS[name]
+    if code == ACT_RELU:
+        raise ValueError("relu is fused with its product (linear.pxd)")
+    h = _float_array(x)
+    slope = np.empty_like(h)
+    if h.size == 0:
+        return h, slope
+    if h.dtype == np.float32:
+        h32, s32 = h, slope
+        activation_forward(&h32[0], &s32[0], h32.shape[0], code)
+    else:
+        h64, s64 = h, slope
+        activation_forward(&h64[0], &s64[0], h64.shape[0], code)
+    return h, slope
 
 
 def _aligned_zeros(Py_ssize_t n, dtype):

@@ -50,10 +50,11 @@ cdef struct Dims:
     Py_ssize_t att_out             #   (R, C)         heads concatenated
     Py_ssize_t x_mid               #   (R, C)         after the attention residual
     Py_ssize_t ln2, ln2_scale      #   (R, C), (R,)
-    Py_ssize_t hidden              #   (R, F)         relu(fc1 ln2)
+    Py_ssize_t hidden              #   (R, F)         act(fc1 ln2)
+    Py_ssize_t hidden_slope        #   (R, F)         act'(fc1 ln2); no room with relu
     Py_ssize_t d_qkv               #   (R, 3C)        gradient of qkv_out
     Py_ssize_t d_mid               #   (R, C)         gradient of x_mid
-    Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (relu applied)
+    Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (act' applied)
     Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
     Py_ssize_t rows_size           # elements of row space
     # one thread's scratch for one document
@@ -119,6 +120,8 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.ln2 = _take(&layer_cur, R * C)
     d.ln2_scale = _take(&layer_cur, R)
     d.hidden = _take(&layer_cur, R * F)
+    # relu's derivative is read off its output (linear.pxd's relu_backward)
+    d.hidden_slope = _take(&layer_cur, 0 if activation == ACT_RELU else R * F)
     d.d_qkv = _take(&layer_cur, R * 3 * C)
     d.d_mid = _take(&layer_cur, R * C)
     d.d_hidden = _take(&layer_cur, R * F)

@@ -41,6 +41,15 @@ CASES = [
     (6, 3, 2, 5, 3, "names_ds", {"mlp_ratio": 1}),
     (9, 3, 1, 12, 2, "unicode_ds", {"mlp_ratio": 3}),
     (8, 2, 2, 8, 2, "names_ds", {"init": "gpt2"}),
+    # each activation at the small init and the large one (pre-activations past
+    # erf's switch at |x / sqrt 2| = 1, silu's exp of large arguments), hidden
+    # widths from 5 to 40 (full vectors and remainders)
+    (6, 3, 2, 5, 3, "names_ds", {"activation": "gelu"}),
+    (9, 3, 1, 12, 2, "unicode_ds", {"activation": "gelu", "mlp_ratio": 3}),
+    (8, 2, 2, 8, 2, "names_ds", {"activation": "silu", "mlp_ratio": 2}),
+    (5, 1, 1, 9, 2, "unicode_ds", {"activation": "silu", "mlp_ratio": 1}),
+    (10, 2, 2, 11, 2, "names_ds", {"activation": "relu2"}),
+    (7, 1, 1, 16, 1, "unicode_ds", {"activation": "relu2", "mlp_ratio": 3}),
 ]
 
 
@@ -154,7 +163,14 @@ def test_loss_and_grad_repeatable_and_leaves_no_state(names_ds):
 # ---------------------------------------------------------------------------
 # Central differences of the compiled float64 loss
 
-FD_CASES = [0, 3, 4, 6, 9]  # indices into CASES
+def case_index(**options) -> int:
+    """The index in CASES of the case with exactly these architecture options."""
+    return next(i for i, case in enumerate(CASES) if case[6:] == (options,))
+
+
+# indices into CASES: relu, then gelu and silu
+FD_CASES = [0, 3, 4, 6, 9, case_index(activation="gelu", mlp_ratio=3),
+            case_index(activation="silu", mlp_ratio=2)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
