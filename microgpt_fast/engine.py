@@ -119,7 +119,8 @@ class CompiledGPT:
         documents data.batches gives them.
 
         Returns the step losses, float64 (num_steps,). One call runs all steps in
-        compiled code; call it in chunks to report progress.
+        compiled code; call it in chunks to report progress. adam: the rates'
+        schedule, weight decay and gradient clipping too (config.Adam).
         """
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
@@ -127,7 +128,8 @@ class CompiledGPT:
         self._check_dataset(docs)
         return self.engine.train(docs.tokens, docs.starts, doc_ids, step0,
                                  adam.learning_rates(step0, num_steps, total_steps),
-                                 float(adam.beta1), float(adam.beta2), float(adam.eps))
+                                 float(adam.beta1), float(adam.beta2), float(adam.eps),
+                                 float(adam.weight_decay), float(adam.grad_clip))
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
@@ -142,12 +144,14 @@ class CompiledGPT:
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
         """One Adam update of every parameter from grad (P,), as step `step` of
-        total_steps (at the schedule's rate for that step)."""
+        total_steps (at the schedule's rate for that step), with adam's weight
+        decay and clipping of grad."""
         grad = self._vector(grad, "grad")
         if not 0 <= step < total_steps:
             raise ValueError(f"step {step} outside the schedule 0..{total_steps - 1}")
         self.engine.adam_step(grad, step, float(adam.learning_rate_at(step, total_steps)),
-                              float(adam.beta1), float(adam.beta2), float(adam.eps))
+                              float(adam.beta1), float(adam.beta2), float(adam.eps),
+                              float(adam.weight_decay), float(adam.grad_clip))
 
     def next_probs_fn(self, temperature: float = 0.5):
         """A function next_probs(token, pos) -> float64 (V,): feed token at position

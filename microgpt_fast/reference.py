@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .config import Adam, GPTConfig, param_layout
+from .config import Adam, GPTConfig, decays, param_layout
 from .sampling import draw, draw_text
 
 
@@ -158,6 +158,9 @@ class ReferenceGPT:
         }
         # every parameter's Value, in flat order, and Adam's moments beside them
         self.weights = [p for mat in self.state_dict.values() for row in mat for p in row]
+        # whether weight decay applies to each, decided by its matrix's name
+        self.decays = [decays(name) for name, rows, cols in param_layout(config)
+                       for _ in range(rows * cols)]
         self.adam_m = [0.0] * len(self.weights)
         self.adam_v = [0.0] * len(self.weights)
 
@@ -257,17 +260,30 @@ class ReferenceGPT:
 
     def train_step(self, batch: list[list[int]], step: int, num_steps: int,
                    adam: Adam = Adam()) -> float:
-        """Forward, backward and one Adam update with linear decay; returns the loss."""
+        """Forward, backward and one Adam update at the schedule's rate; returns the loss."""
         loss = self.batch_loss(batch)
         loss.backward()
         self._adam(step, num_steps, adam)
         return loss.data
 
     def _adam(self, step: int, num_steps: int, adam: Adam) -> None:
-        """The original's update from each weight's .grad, which it then zeroes."""
+        """The original's update from each weight's .grad, which it then zeroes;
+        before it, when asked, the gradient's clipping and the weights' decay
+        (config.Adam states the formulas)."""
         lr_t = adam.learning_rate_at(step, num_steps)
         beta1, beta2 = adam.beta1, adam.beta2
         m, v = self.adam_m, self.adam_v
+        if adam.grad_clip > 0:
+            norm = math.sqrt(sum(p.grad * p.grad for p in self.weights))
+            scale = adam.grad_clip / (norm + 1e-6)
+            if scale < 1:
+                for p in self.weights:
+                    p.grad = p.grad * scale
+        if adam.weight_decay > 0:
+            shrink = 1 - lr_t * adam.weight_decay
+            for p, decayed in zip(self.weights, self.decays):
+                if decayed:
+                    p.data = p.data * shrink
         for i, p in enumerate(self.weights):
             m[i] = beta1 * m[i] + (1 - beta1) * p.grad
             v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
@@ -308,7 +324,8 @@ class ReferenceGPT:
         return loss, np.array(grads, np.float64)
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
-        """One Adam update of every parameter from grad (P,)."""
+        """One Adam update of every parameter from grad (P,), as step `step` of
+        total_steps, with adam's clipping (of grad) and weight decay."""
         for p, g in zip(self.weights, grad):
             p.grad = float(g)
         self._adam(step, total_steps, adam)

@@ -27,20 +27,24 @@ cdef enum BlockKind:
 cdef struct WeightBlock:
     int kind
     int timer              # the op group its gradient belongs to (timers.pxd)
+    bint decay             # weight decay applies: a weight matrix's rows, never a norm gain
     Py_ssize_t matrix      # offset of the whole matrix in params (and in wt)
     int nout, nin          # the matrix's shape
     int o0, o1             # this block's rows
     Py_ssize_t dout, x     # row-space tensors: dout (R, nout), x (R, nin)
 
 
-cdef inline int add_blocks(WeightBlock* out, int count, int kind, int timer, Py_ssize_t matrix,
-                     int nout, int nin, Py_ssize_t dout, Py_ssize_t x) noexcept nogil:
-    """Append the blocks of one matrix (out may be NULL to count them)."""
+cdef inline int add_blocks(WeightBlock* out, int count, int kind, int timer, bint decay,
+                           Py_ssize_t matrix, int nout, int nin, Py_ssize_t dout,
+                           Py_ssize_t x) noexcept nogil:
+    """Append the blocks of one matrix (out may be NULL to count them); decay:
+    whether weight decay applies to it (config.decays)."""
     cdef int step = <int>(block_elems(nin) // nin), o0 = 0
     while o0 < nout:
         if out != NULL:
             out[count].kind = kind
             out[count].timer = T_BACKWARD + timer
+            out[count].decay = decay
             out[count].matrix = matrix
             out[count].nout = nout
             out[count].nin = nin
@@ -57,17 +61,19 @@ cdef inline int weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
     """All blocks in flat parameter order; returns how many."""
     cdef int n = 0, l, C = d.C, F = d.F
     cdef Py_ssize_t w, a
-    n = add_blocks(out, n, TOKENS, T_EMBED_NORM, d.wte, d.V, C, d.d_emb, 0)
-    n = add_blocks(out, n, POSITIONS, T_EMBED_NORM, d.wpe, d.T, C, d.d_emb, 0)
-    n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, d.lm_head, d.V, C, d.logits,
-                    d.xs + <Py_ssize_t>d.L * d.R * C)
+    n = add_blocks(out, n, TOKENS, T_EMBED_NORM, True, d.wte, d.V, C, d.d_emb, 0)
+    n = add_blocks(out, n, POSITIONS, T_EMBED_NORM, True, d.wpe, d.T, C, d.d_emb, 0)
+    n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, True, d.lm_head, d.V, C, d.logits,
+                   d.xs + <Py_ssize_t>d.L * d.R * C)
     for l in range(d.L):
         w = d.layer0 + l * d.layer_size
         a = d.act0 + l * d.act_size
-        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.qkv, 3 * C, C, a + d.d_qkv, a + d.ln1)
-        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.wo, C, C, a + d.d_mid, a + d.att_out)
-        n = add_blocks(out, n, PRODUCT, T_MLP, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
-        n = add_blocks(out, n, PRODUCT, T_MLP, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
+        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, True, w + d.qkv, 3 * C, C, a + d.d_qkv,
+                       a + d.ln1)
+        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, True, w + d.wo, C, C, a + d.d_mid,
+                       a + d.att_out)
+        n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
+        n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
     return n
 
 
