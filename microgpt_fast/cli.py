@@ -10,7 +10,7 @@ import sys
 import threading
 from dataclasses import fields
 
-from .config import on_off
+from .config import PRESETS, describe_preset, on_off
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -55,6 +55,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), note: str = 
             flag.setdefault("metavar", kind.__name__.upper())
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                             help=f"{text} (default: {shown}{note})", **flag)
+
+
+def add_preset_flag(parser: argparse.ArgumentParser) -> None:
+    """--preset NAME: a known recipe's settings (config.PRESETS), under any flag given."""
+    recipes = "; ".join(f"{name}: {describe_preset(name)}" for name in PRESETS)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help=f"start from a known recipe's settings; flags given explicitly "
+                             f"override it ({recipes})")
 
 
 def given_fields(args, cls) -> dict:

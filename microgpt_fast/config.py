@@ -341,6 +341,35 @@ class RunOptions:
                                  shown="$OMP_NUM_THREADS, else every core")
 
 
+# Known recipes: settings that go together, under one name (--preset). nanogpt is
+# nanoGPT's choices for its character-level Shakespeare model (no dropout, no
+# biases): its architecture, its AdamW settings (min_lr = learning_rate / 10)
+# and its schedule.
+PRESETS = {
+    "nanogpt": {
+        "norm": "layernorm", "norm_gain": True, "final_norm": True, "activation": "gelu",
+        "tie_embeddings": True, "init": "gpt2",
+        "learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.99, "lr_schedule": "cosine",
+        "warmup_steps": 100, "min_lr": 1e-4, "weight_decay": 0.1, "grad_clip": 1.0,
+    },
+}
+
+
+def describe_preset(name: str) -> str:
+    """"norm=layernorm, norm_gain=on, ...": what a preset sets, for --help."""
+    return ", ".join(f"{k}={'on' if v is True else 'off' if v is False else v}"
+                     for k, v in PRESETS[name].items())
+
+
+def with_preset(name: str | None, given: dict) -> dict:
+    """The settings of a run: a preset's (none when name is None) with the given
+    fields over them, so that a field given explicitly wins."""
+    if name is None:
+        return dict(given)
+    _require(name in PRESETS, f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+    return {**PRESETS[name], **given}
+
+
 def configs_from(values: dict) -> tuple[GPTConfig, TrainConfig]:
     """The GPTConfig and TrainConfig of one dict of fields, each field to its own
     class; an unknown name is a ValueError."""

@@ -38,8 +38,9 @@ from dataclasses import replace
 
 from .checkpoint import read_checkpoint
 from .cli import (ClosedReaderSafe, Parser, Stopped, StopSignals, add_config_flags,
-                  check_at_least, given_fields, run_guarded)
-from .config import GPTConfig, RunOptions, SampleConfig, TrainConfig
+                  add_preset_flag, check_at_least, given_fields, run_guarded)
+from .config import (GPTConfig, RunOptions, SampleConfig, TrainConfig, configs_from,
+                     with_preset)
 from .paths import check_output
 from .plots import plot_loss, pyplot
 from .progress import Progress
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the settings: left out on --resume, they take the checkpoint's values
     add_config_flags(p, GPTConfig, skip=("vocab_size",), note=ON_RESUME)
     add_config_flags(p, TrainConfig, note=ON_RESUME)
+    add_preset_flag(p)
     add_config_flags(p, SampleConfig, note=ON_RESUME)
     add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"), note=ON_RESUME)
     add_config_flags(p, RunOptions, skip=("data",))
@@ -107,15 +109,17 @@ def check_args(args) -> None:
 def make_trainer(args) -> Trainer:
     """A fresh trainer from the flags, or one restored by --resume: the settings
     given must then agree with the checkpoint's, field by field of GPTConfig and
-    TrainConfig (so a new field is checked without a word here)."""
-    model, train = given_fields(args, GPTConfig), given_fields(args, TrainConfig)
+    TrainConfig (so a new field is checked without a word here). A --preset's
+    settings count as given, under the flags given explicitly."""
+    given = with_preset(args.preset, {**given_fields(args, GPTConfig),
+                                      **given_fields(args, TrainConfig)})
     sampling = given_fields(args, SampleConfig)  # free to change on --resume
     options = RunOptions(**given_fields(args, RunOptions))
     if not args.resume:
-        return Trainer(GPTConfig(**model), TrainConfig(**train), data=options.data,
-                       engine=options.engine, kernel=options.kernel, threads=options.threads,
+        model, train = configs_from(given)
+        return Trainer(model, train, data=options.data, engine=options.engine,
+                       kernel=options.kernel, threads=options.threads,
                        sampling=SampleConfig(**sampling))
-    given = {**model, **train}
     ckpt = read_checkpoint(args.resume)
     saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
     conflicts = [f"--{name.replace('_', '-')} {value} (checkpoint: {saved[name]})"

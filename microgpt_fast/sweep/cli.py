@@ -20,9 +20,9 @@ import random
 import sys
 import time
 
-from ..cli import (ClosedReaderSafe, Parser, StopSignals, add_config_flags, check_at_least,
-                   run_guarded)
-from ..config import GPTConfig, RunOptions, TrainConfig
+from ..cli import (ClosedReaderSafe, Parser, StopSignals, add_config_flags, add_preset_flag,
+                   check_at_least, run_guarded)
+from ..config import GPTConfig, RunOptions, TrainConfig, with_preset
 from ..data import data_source, load_data, natural_format
 from ..kernels import cpu_count, load_kernel
 from ..paths import check_output
@@ -54,6 +54,7 @@ def build_parser() -> Parser:
     # every setting, for every run: the fields a sweep can vary
     add_config_flags(p, GPTConfig, skip=("vocab_size",), note="; the same in every run")
     add_config_flags(p, TrainConfig, note="; the same in every run")
+    add_preset_flag(p)
     p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     p.add_argument("--csv", metavar="PATH", help="write every run as CSV")
     p.add_argument("--plot", metavar="PATH",
@@ -109,8 +110,8 @@ def command(args, stop: StopSignals | None = None) -> int:
         if not grid and not ranges:
             raise SweepError("nothing to sweep: give --grid FIELD=V1,V2 or --random N "
                              "with --range FIELD=LOW:HIGH")
-        fixed = {name: getattr(args, name) for name in SWEEPABLE
-                 if getattr(args, name) is not None}
+        fixed = with_preset(args.preset, {name: getattr(args, name) for name in SWEEPABLE
+                                          if getattr(args, name) is not None})
         for flag in ("--json", "--csv", "--plot"):
             check_output(flag, getattr(args, flag[2:]), image=(flag == "--plot"))
         if args.plot:
