@@ -6,8 +6,10 @@ This module is the baseline of every speedup figure and the oracle of the
 tests, so it computes the way the original does: one Value node per scalar
 operation, lists of lists for matrices, a topological backward pass; numpy
 only hands the results over. It adds only what the original lacks:
-configurable sizes and batches of documents (the mean over documents of each
-document's mean loss), and the interface both engines share.
+configurable sizes, the architecture options of config.GPTConfig (layernorm,
+gains, a final norm, a tied head, the MLP width, the init), batches of
+documents (the mean over documents of each document's mean loss), and the
+interface both engines share.
 """
 
 from __future__ import annotations
