@@ -8,11 +8,12 @@
     >>> trainer.sample(3)
     >>> trainer.save("run.npz")
     >>> trainer = load_checkpoint("run.npz")
+    >>> text = Trainer(GPTConfig(block_size=64), TrainConfig(steps=500), data="shakespeare")
 """
 
 from .config import (Adam, GPTConfig, RunOptions, SampleConfig, TrainConfig, init_params,
                      param_layout)
-from .data import DataError, Dataset, load_dataset
+from .data import DataError, Dataset, TextStream, load_dataset, load_text
 from .engine import CompiledGPT
 from .reference import ReferenceGPT
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
@@ -22,5 +23,6 @@ __all__ = ["GPTConfig", "TrainConfig", "SampleConfig", "RunOptions", "Adam", "Tr
            "load_checkpoint", "TrainingDiverged",
            "Checkpoint", "CheckpointError", "read_checkpoint", "save_checkpoint",
            "CompiledGPT", "ReferenceGPT", "Dataset", "DataError", "load_dataset",
+           "TextStream", "load_text",
            "init_params", "param_layout"]
 __version__ = "0.1.0"

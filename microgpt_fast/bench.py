@@ -4,7 +4,8 @@
     python -m microgpt_fast.bench --breakdown         # time per op group, per variant
                                                       # (install with MICROGPT_FAST_PROFILE=1)
     python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
-    python -m microgpt_fast.bench --big microgpt_fast/data/tinyshakespeare.txt  # n_embd 256 model
+    python -m microgpt_fast.bench --big shakespeare   # also the n_embd 256 model, on text windows
+    python -m microgpt_fast.bench --data shakespeare  # every mode on windows of 17 characters
 
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
@@ -29,13 +30,13 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from .cli import Parser, add_config_flags, run_guarded
-from .config import Adam, GPTConfig, RunOptions, init_params
-from .data import load_dataset
+from .config import Adam, GPTConfig, RunOptions, TrainConfig, init_params
+from .data import load_data, load_text, natural_format
 from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
                       load_kernel, profiling_built)
@@ -74,9 +75,10 @@ def train_flops(cfg: GPTConfig, n: int) -> float:
 def time_reference(ds, cfg: GPTConfig, steps: int):
     """Seconds per step and per position of the reference on steps 0..steps-1, batch 1."""
     model = ReferenceGPT(cfg, init_params(cfg, random.Random(0)))
+    docs, ids = ds.batches(0, steps, 1)
     t0 = time.perf_counter()
     for s in range(steps):
-        model.train_step([ds.doc_tokens(s)], s, steps)
+        model.train_step([docs.doc_tokens(int(ids[s]))], s, steps)
     seconds = time.perf_counter() - t0
     positions = int(ds.positions(cfg.block_size, 1, 0, steps).sum())
     return seconds / steps, seconds / positions
@@ -101,6 +103,8 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m microgpt_fast.bench", description=__doc__.split("\n\n")[0])
     add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"))  # --data
+    add_config_flags(p, TrainConfig, skip=[f.name for f in fields(TrainConfig)
+                                           if f.name != "data_format"])
     p.add_argument("--variants", nargs="+", default=None,
                    help="kernel variants (default: every one this CPU runs)")
     p.add_argument("--n-embd", type=int, nargs="+", default=[16, 64],
@@ -120,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     p.add_argument("--reference-steps", type=int, default=3,
                    help="steps of the pure-Python reference per width (0: skip)")
-    p.add_argument("--big", metavar="PATH", default=None,
+    p.add_argument("--big", metavar="NAME|PATH", default=None,
                    help="also time the big model (n_embd 256, n_layer 4, block 64, batch 32, "
-                        "float32) on this text, e.g. tinyshakespeare.txt")
+                        "float32) on windows of 65 characters of this text (the text format), "
+                        "e.g. shakespeare")
     p.add_argument("--big-steps", type=int, default=10, help="steps per big-model run")
     p.add_argument("--breakdown", action="store_true",
                    help="time per op group for each variant (needs the profiling builds: "
@@ -200,7 +205,9 @@ def run(args, out=sys.stdout) -> dict:
         check_output("--" + flag, getattr(args, flag), image=flag == "plot")
     if args.plot:
         pyplot("--plot")
-    ds = load_dataset(args.data, random.Random(42))
+    # every model of the exact and throughput modes has the default block size
+    ds = load_data(args.data, args.data_format or natural_format(args.data), random.Random(42),
+                   GPTConfig().block_size, 42)
     variants = args.variants or available_kernels()
     for v in variants:
         load_kernel(v)  # a clear error for an unknown or unavailable variant
@@ -264,7 +271,7 @@ def run(args, out=sys.stdout) -> dict:
                                                args.batch_size, steps, args.repeats, 0.01)
                 add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds)
     if args.big:
-        big = load_dataset(args.big, random.Random(42))
+        big = load_text(args.big, 64, 42)
         cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)
         for v in variants[-1:]:
             for t in threads:

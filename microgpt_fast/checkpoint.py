@@ -13,7 +13,8 @@ training and sampling configs, the vocabulary, the step, the dtype, the data
 file and the state of the random stream (Python's random.Random.getstate()).
 Checkpoints written before the sampling config had its own entry keep
 temperature and num_samples (and the thread count, now ignored) in the
-training config; they load the same.
+training config; they load the same. Checkpoints written before the text
+format existed have no data_format: they were trained on lines.
 
 Writes are atomic: the file is written under a temporary name in the same
 folder, flushed to disk, then renamed over the target, so a process killed
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .config import DTYPES, GPTConfig, SampleConfig, TrainConfig
+from .data import natural_format
 from .paths import check_output, open_regular, resolve_output
 
 FORMAT = "microgpt_fast.checkpoint"
@@ -54,7 +56,7 @@ class Checkpoint:
 
     config: GPTConfig
     train_config: TrainConfig
-    chars: list[str]          # the vocabulary; BOS = len(chars)
+    chars: list[str]          # the vocabulary; lines: BOS = len(chars); text: no BOS
     step: int                 # steps trained so far
     params: np.ndarray        # (P,) float32 or float64
     adam_m: np.ndarray        # (P,) Adam's first moments, same dtype
@@ -63,7 +65,8 @@ class Checkpoint:
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0))      # (step,) float64
     val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     val_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    data: str | None = None   # the text file trained on; None: the bundled names.txt
+    data: str | None = None   # a bundled dataset's name, or the file's absolute path;
+                              # None (older checkpoints): the bundled names
     sampling: SampleConfig = field(default_factory=SampleConfig)  # sample()'s defaults
 
     @property
@@ -131,7 +134,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
         "format": FORMAT,
         "version": VERSION,
         "config": ckpt.config.to_dict(),
-        "train_config": ckpt.train_config.to_dict(),
+        # what the run trained on, the data's defaults filled in where not given
+        "train_config": ckpt.train_config.resolved(natural_format(ckpt.data)).to_dict(),
         "sample_config": ckpt.sampling.to_dict(),
         "chars": ckpt.chars,
         "step": ckpt.step,
@@ -229,13 +233,17 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
     train, sampling = dict(meta["train_config"]), meta.get("sample_config")
     if sampling is None:  # written before the settings were split: all in train_config
         train.pop("threads", None)  # how it ran, never its numbers
-        sampling = {name: train.pop(name) for name in ("temperature", "num_samples")
-                    if name in train}
-    train_config = TrainConfig(**known(TrainConfig, train))
+        sampling = {f.name: train.pop(f.name) for f in fields(SampleConfig) if f.name in train}
+    train.setdefault("data_format", "lines")  # written before the text format existed
+    data = meta.get("data")
+    if data is not None and not isinstance(data, str):
+        raise ValueError("data is not a path")
+    train_config = TrainConfig(**known(TrainConfig, train)).resolved(natural_format(data))
     sampling = SampleConfig(**known(SampleConfig, sampling))
     chars = meta["chars"]
+    bos = 1 if train_config.data_format == "lines" else 0  # a text has no BOS token
     if (not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars)
-            or len(set(chars)) != len(chars) or len(chars) + 1 != config.vocab_size):
+            or len(set(chars)) != len(chars) or len(chars) + bos != config.vocab_size):
         raise ValueError("its vocabulary does not match vocab_size")
     dtype, step = meta["dtype"], meta["step"]
     if dtype not in DTYPES or dtype != train_config.dtype:
@@ -258,9 +266,6 @@ def _from_parts(meta: dict, arrays: dict) -> Checkpoint:
     val_steps, val_losses = arrays["val_steps"], arrays["val_losses"]
     if val_steps.ndim != 1 or val_steps.shape != val_losses.shape:
         raise ValueError("val_steps and val_losses differ in shape")
-    data = meta.get("data")
-    if data is not None and not isinstance(data, str):
-        raise ValueError("data is not a path")
     return Checkpoint(config, train_config, chars, step, arrays["params"], arrays["adam_m"],
                       arrays["adam_v"], _state_from_json(meta["rng_state"]), losses,
                       val_steps.astype(np.int64), val_losses.astype(np.float64), data, sampling)

@@ -17,18 +17,22 @@ raise ValueError naming the field.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
 from .kernels import VARIANTS
 
 DTYPES = ("float64", "float32")
+# How a data file is read (data.py): one document a line, or one stream of characters.
+FORMATS = ("lines", "text")
+# The held-out fraction when none is given: the original has none; a text is
+# one stream, and a run on it is measured on its last tenth.
+DEFAULT_VAL_FRACTION = {"lines": 0.0, "text": 0.1}
+LR_SCHEDULES = ("linear", "cosine", "constant")
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("relu", "gelu", "relu2", "silu")
 INITS = ("microgpt", "gpt2")
-# Architecture options whose kernels are not built yet: any other value is refused.
-NOT_YET = {"activation": "relu"}
 
 
 def on_off(text) -> bool:
@@ -60,6 +64,13 @@ def _require_positive(obj, name: str) -> None:
     _require(isinstance(value, (int, float)) and not isinstance(value, bool)
              and value == value and value > 0 and value != float("inf"),
              f"{name} must be a positive finite number, got {value!r}")
+
+
+def _require_nonnegative(obj, name: str) -> None:
+    value = getattr(obj, name)
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+             and 0 <= value < float("inf"),
+             f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _field(default, help: str, **flag):
@@ -108,9 +119,6 @@ class GPTConfig:
         for name in ("norm_gain", "final_norm", "tie_embeddings"):
             _require(isinstance(getattr(self, name), bool),
                      f"{name} must be on or off, got {getattr(self, name)!r}")
-        for name, default in NOT_YET.items():
-            _require(getattr(self, name) == default,
-                     f"{name}={getattr(self, name)!r} is not available yet")
         return self
 
     @property
@@ -127,24 +135,67 @@ class GPTConfig:
 
 @dataclass(frozen=True)
 class Adam:
-    """Adam's settings, the original's values: the one place they are written,
-    and the learning-rate schedule both engines follow."""
+    """Adam's settings, the original's values (the one place they are written),
+    and the learning-rate schedule both engines follow.
+
+    The update of step s, for every weight p with gradient g:
+      g <- g * min(1, grad_clip / (norm + 1e-6)), norm the L2 norm of the whole
+           gradient (only when grad_clip > 0; PyTorch's clip_grad_norm_)
+      p <- p - lr_s * weight_decay * p, computed as p * (1 - lr_s * weight_decay),
+           decoupled as in AdamW, on weight matrices only (never a norm gain:
+           see decays); then Adam with bias correction (ALGORITHM.md).
+    """
 
     learning_rate: float = 0.01  # peak rate
     beta1: float = 0.85          # first-moment decay
     beta2: float = 0.99          # second-moment decay
     eps: float = 1e-8            # denominator guard
+    lr_schedule: str = "linear"  # the original's decay to min_lr; or cosine, constant
+    warmup_steps: int = 0        # linear warm-up steps before the schedule
+    min_lr: float = 0.0          # the rate linear and cosine decay to
+    weight_decay: float = 0.0    # decoupled weight decay (AdamW), 0: off
+    grad_clip: float = 0.0       # bound on the gradient's global L2 norm, 0: off
 
     def learning_rate_at(self, step: int, total_steps: int) -> float:
-        """The rate of step `step` of a total_steps run: the original's linear decay,
-        learning_rate * (1 - step / total_steps)."""
-        return self.learning_rate * (1 - step / total_steps)
+        """The rate of step `step` (0-based) of a total_steps run: learning_rates
+        of that one step, so the two never differ in a bit."""
+        return float(self.learning_rates(step, 1, total_steps)[0])
 
     def learning_rates(self, step0: int, num_steps: int, total_steps: int) -> np.ndarray:
-        """learning_rate_at of steps step0 .. step0 + num_steps - 1, float64: the same
-        operations on the same doubles, so the same bits."""
+        """The rates of steps s = step0 .. step0 + num_steps - 1, float64.
+
+        With lr = learning_rate, W = warmup_steps, T = total_steps:
+          s < W (warm-up):  lr * (s + 1) / W
+          after, with p = (s - W) / (T - W), the fraction of the schedule done:
+            linear:    min_lr + (lr - min_lr) * (1 - p)
+            cosine:    min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * p))
+            constant:  lr
+        With the defaults (linear, W = 0, min_lr = 0) this is the original's
+        lr * (1 - s / T) bit for bit: 0 + x, lr - 0 and s - 0 are exact. Each
+        rate depends on its own step alone (numpy's + - * / round as Python's
+        do; the cosine is math.cos, element by element), so any split of the
+        steps into chunks gives the same bits.
+        """
+        lr, floor, W = self.learning_rate, self.min_lr, self.warmup_steps
         steps = np.arange(step0, step0 + num_steps, dtype=np.float64)
-        return self.learning_rate * (1 - steps / total_steps)
+        if self.lr_schedule == "constant":
+            rates = np.full(num_steps, float(lr))
+        else:
+            done = (steps - W) / max(total_steps - W, 1)
+            if self.lr_schedule == "linear":
+                rates = floor + (lr - floor) * (1 - done)
+            else:  # cosine
+                cosines = np.array([math.cos(math.pi * p) for p in done.tolist()], np.float64)
+                rates = floor + (lr - floor) * 0.5 * (1 + cosines)
+        if W > 0:
+            rates = np.where(steps < W, lr * (steps + 1) / W, rates)
+        return rates
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the parameter `name` of param_layout: to
+    every weight matrix, never to a norm gain (a name ending in "gain")."""
+    return not name.endswith("gain")
 
 
 @dataclass
@@ -153,15 +204,33 @@ class TrainConfig:
     (the original's defaults, batch 1, float64)."""
 
     steps: int = _field(1000, "optimizer steps: the length of the learning-rate schedule")
-    batch_size: int = _field(1, "documents per step")
-    learning_rate: float = _field(Adam.learning_rate, "Adam learning rate, decayed linearly to 0")
+    batch_size: int = _field(1, "documents (lines) or windows (text) per step")
+    learning_rate: float = _field(Adam.learning_rate, "Adam's peak learning rate (see "
+                                  "--lr-schedule)")
     beta1: float = _field(Adam.beta1, "Adam first-moment decay")
     beta2: float = _field(Adam.beta2, "Adam second-moment decay")
     eps: float = _field(Adam.eps, "Adam epsilon")
+    lr_schedule: str = _field(Adam.lr_schedule, "learning rate after the warm-up: linear (the "
+                              "original's decay to --min-lr), cosine (decay to --min-lr) or "
+                              "constant", choices=LR_SCHEDULES)
+    warmup_steps: int = _field(Adam.warmup_steps, "steps of linear warm-up from "
+                               "learning-rate / warmup-steps to learning-rate")
+    min_lr: float = _field(Adam.min_lr, "the rate the linear and cosine schedules end at")
+    weight_decay: float = _field(Adam.weight_decay, "decoupled weight decay (AdamW) of the "
+                                 "weight matrices, never of norm gains; 0: off")
+    grad_clip: float = _field(Adam.grad_clip, "clip the gradient to this global L2 norm; "
+                              "0: off")
     seed: int = _field(42, "seed of the random stream (shuffle, init, samples)")
     dtype: str = _field("float64", "float64 reproduces the original; the reference is always "
                         "float64", choices=DTYPES)
-    val_fraction: float = _field(0.0, "hold out this last fraction of the shuffled documents")
+    val_fraction: float | None = _field(
+        None, "hold out this last fraction of the shuffled documents (lines) or of the "
+        "characters (text)", type=float, metavar="F", shown="0 for lines, 0.1 for text")
+    data_format: str | None = _field(
+        None, "how the data file is read: lines (one document a line, each between BOS "
+        "tokens) or text (one stream of characters, newlines included, trained in windows of "
+        "block-size + 1 characters at pseudo-random offsets)", choices=FORMATS, type=str,
+        shown="text for the bundled shakespeare, lines for names and any file")
 
     def __post_init__(self):
         self.validate()
@@ -175,18 +244,41 @@ class TrainConfig:
             _require(isinstance(value, (int, float)) and 0 <= value < 1,
                      f"{name} must be in [0, 1), got {value!r}")
         _require_positive(self, "eps")
+        _require(self.lr_schedule in LR_SCHEDULES,
+                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                 f"got {self.lr_schedule!r}")
+        _require_int(self, "warmup_steps", 0)
+        _require(self.warmup_steps <= self.steps,
+                 f"warmup_steps ({self.warmup_steps}) must be at most steps ({self.steps})")
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            _require_nonnegative(self, name)
+        _require(self.min_lr <= self.learning_rate,
+                 f"min_lr ({self.min_lr}) must be at most learning_rate ({self.learning_rate})")
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool),
                  f"seed must be an integer, got {self.seed!r}")
         _require(self.dtype in DTYPES,
                  f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _require(isinstance(self.val_fraction, (int, float))
-                 and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1,
+        _require(self.val_fraction is None or (
+                     isinstance(self.val_fraction, (int, float))
+                     and not isinstance(self.val_fraction, bool) and 0 <= self.val_fraction < 1),
                  f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        _require(self.data_format is None or self.data_format in FORMATS,
+                 f"data_format must be one of {', '.join(FORMATS)}, got {self.data_format!r}")
         return self
+
+    def resolved(self, natural_format: str) -> "TrainConfig":
+        """This config with the data's defaults filled in: data_format, where not
+        given, the data's natural format (data.natural_format); val_fraction, where
+        not given, that format's default (0 for lines, 0.1 for text)."""
+        data_format = self.data_format or natural_format
+        val_fraction = (DEFAULT_VAL_FRACTION[data_format] if self.val_fraction is None
+                        else self.val_fraction)
+        return replace(self, data_format=data_format, val_fraction=val_fraction)
 
     @property
     def adam(self) -> Adam:
-        return Adam(self.learning_rate, self.beta1, self.beta2, self.eps)
+        return Adam(self.learning_rate, self.beta1, self.beta2, self.eps, self.lr_schedule,
+                    self.warmup_steps, self.min_lr, self.weight_decay, self.grad_clip)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,6 +290,11 @@ class SampleConfig:
 
     temperature: float = _field(0.5, "sampling temperature, finite and > 0")
     num_samples: int = _field(20, "how many samples to draw")
+    prompt: str | None = _field(None, "text each sample continues", type=str, metavar="TEXT",
+                                shown="none for lines; a newline for text")
+    max_len: int | None = _field(None, "most characters drawn per sample (text: exactly this "
+                                 "many)", type=int, metavar="N",
+                                 shown="up to the block size for lines; 300 for text")
 
     def __post_init__(self):
         self.validate()
@@ -207,6 +304,10 @@ class SampleConfig:
                  and not isinstance(self.temperature, bool) and 0 < self.temperature < math.inf,
                  f"temperature must be finite and > 0, got {self.temperature!r}")
         _require_int(self, "num_samples", 0)
+        _require(self.prompt is None or isinstance(self.prompt, str),
+                 f"prompt must be a string, got {self.prompt!r}")
+        if self.max_len is not None:
+            _require_int(self, "max_len", 1)
         return self
 
     def to_dict(self) -> dict:
@@ -221,8 +322,10 @@ class RunOptions:
     """How a run is carried out: never its numbers (any thread count and kernel
     give the same bits), so all of these may change on resume."""
 
-    data: str | None = _field(None, "UTF-8 text file, one document a line", metavar="PATH",
-                              type=str, shown="the bundled names.txt")
+    data: str | None = _field(None, "the bundled names (32,033 names) or shakespeare (1.1 MB of "
+                              "plays), or a UTF-8 text file (a file called names or "
+                              "shakespeare: ./names)", metavar="NAME|PATH", type=str,
+                              shown="names")
     engine: str = _field("compiled", "compiled Cython engine, or the pure-Python reference",
                          choices=ENGINES)
     kernel: str | None = _field(None, "compiled kernel variant", choices=VARIANTS, type=str,

@@ -1,19 +1,26 @@
-"""Documents, vocabulary and tokens, as the original prepares them.
+"""Data files, read in one of two formats, and the documents each step trains.
 
     >>> import random
-    >>> from microgpt_fast.data import load_dataset
-    >>> ds = load_dataset(None, random.Random(42))   # the bundled names.txt
+    >>> from microgpt_fast.data import load_dataset, load_text
+    >>> ds = load_dataset("names", random.Random(42))   # the bundled names.txt
     >>> ds.num_docs, ds.vocab_size
     (32033, 27)
-    >>> train, val = ds.split(0.1)                  # the last 10% held out
+    >>> train, val = ds.split(0.1)                     # the last 10% held out
     >>> train.num_docs, val.num_docs
     (28830, 3203)
+    >>> text = load_text("shakespeare", block_size=64, seed=42)
+    >>> text.num_chars, text.vocab_size
+    (1115394, 65)
 
-A text file holds one document a line (UTF-8; a leading byte-order mark is
-ignored). Lines are stripped, empty ones dropped,
-and the list is shuffled once with the caller's random stream. The vocabulary
-is the sorted set of characters; token id = index in it, and BOS = len(chars)
-marks both the start and the end of a document.
+Two datasets come with the package, each with its natural format: names
+(names.txt, the original's, lines) and shakespeare (tinyshakespeare.txt,
+text). Any other name is a path.
+
+The lines format (the original's): a UTF-8 text file holds one document a
+line (a leading byte-order mark is ignored). Lines are stripped, empty ones
+dropped, and the list is shuffled once with the caller's random stream. The
+vocabulary is the sorted set of characters; token id = index in it, and BOS =
+len(chars) marks both the start and the end of a document.
 
 load_dataset does this in compiled code (microgpt_fast._data, src/data.pyx):
 one pass over the file's code points finds the stripped lines and the
@@ -21,6 +28,14 @@ characters used, Python's shuffle runs on an index array (the same Mersenne
 Twister draws, the rng left in the same state), and one pass packs the tokens
 in shuffled order. The tests hold it against the plain-Python steps it
 reproduces (tests/oracles.py and rng.shuffle).
+
+The text format: the whole file is one stream of characters, newlines
+included, nothing stripped or shuffled; the vocabulary is its distinct
+characters, sorted, with no BOS. A training step draws batch_size windows of
+block_size + 1 consecutive characters (block_size predictions each) from the
+training part, at offsets that are a pure function of (seed, step, index in
+the batch): see window_draws. TextStream.batches packs a chunk's windows into
+a Windows dataset, whose documents the engines train as they train lines.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ from importlib import resources
 import numpy as np
 
 from . import _data
+from .config import FORMATS
 from .paths import read_regular
 
 
@@ -43,8 +59,42 @@ class DataError(ValueError):
     """A data file that cannot be used; the message is one line."""
 
 
+# The bundled datasets: their file in microgpt_fast/data/ and their natural format.
+BUNDLED = {"names": ("names.txt", "lines"), "shakespeare": ("tinyshakespeare.txt", "text")}
+
+
+def bundled_path(name: str) -> str:
+    return str(resources.files("microgpt_fast") / "data" / BUNDLED[name][0])
+
+
 def default_data_path() -> str:
-    return str(resources.files("microgpt_fast") / "data" / "names.txt")
+    return bundled_path("names")
+
+
+def _is_bundled(data) -> bool:
+    # only a str names a bundled dataset: a Path("names") is a file
+    return isinstance(data, str) and data in BUNDLED
+
+
+def data_source(data) -> str:
+    """What a run records of its data: a bundled dataset's name (None is names),
+    or the absolute path of a file."""
+    if data is None:
+        return "names"
+    return data if _is_bundled(data) else os.path.abspath(os.fspath(data))
+
+
+def data_path(data) -> str:
+    """The file to read for data: a bundled dataset's file (None is names), or the path."""
+    if data is None:
+        return default_data_path()
+    return bundled_path(data) if _is_bundled(data) else os.fspath(data)
+
+
+def natural_format(data) -> str:
+    """The format data is read in unless another is asked for: a bundled
+    dataset's own (names: lines, shakespeare: text); lines for any file."""
+    return BUNDLED[data][1] if _is_bundled(data) else "lines"
 
 
 def _read_bytes(path: str) -> bytes:
@@ -224,9 +274,7 @@ class Dataset:
 
         val_fraction 0 gives (self, None). Both parts share chars; their tokens
         and starts are slices of this dataset's (starts rebased to 0)."""
-        if (isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real)
-                or not 0 <= val_fraction < 1):
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        _check_fraction(val_fraction)
         if val_fraction == 0:
             return self, None
         N = self.num_docs
@@ -242,6 +290,12 @@ class Dataset:
         return train, val
 
 
+def _check_fraction(val_fraction) -> None:
+    if (isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real)
+            or not 0 <= val_fraction < 1):
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+
+
 def _check_chars(chars) -> list[str]:
     chars = list(chars)
     if not all(isinstance(c, str) and len(c) == 1 for c in chars):
@@ -253,7 +307,8 @@ def _check_chars(chars) -> list[str]:
 
 def load_dataset(path: str | os.PathLike | None, rng: random.Random,
                  chars: list[str] | None = None) -> Dataset:
-    """Read, shuffle with rng (random.Random), build the vocabulary, tokenize.
+    """Read in the lines format, shuffle with rng (random.Random), build the
+    vocabulary, tokenize. path: a bundled dataset's name, a file, or None (names).
 
     The same documents, order, tokens and rng state as read_docs, rng.shuffle,
     sorted(set(...)) and tokenize. chars: the vocabulary to use instead of the
@@ -261,13 +316,8 @@ def load_dataset(path: str | os.PathLike | None, rng: random.Random,
     """
     if chars is not None:
         chars = _check_chars(chars)
-    path = default_data_path() if path is None else os.fspath(path)
-    raw = _read_bytes(path)
-    if raw.isascii():  # valid UTF-8 whose bytes are the code points
-        codes = np.frombuffer(raw, dtype=np.uint8)
-    else:
-        codes = np.frombuffer(_decode(raw, path).encode("utf-32-le"), dtype=np.uint32)
-    del raw
+    path = data_path(path)
+    codes = _code_points(path)
     alphabet = 256 if codes.dtype == np.uint8 else 0x110000
     lines = int(np.count_nonzero(codes == 10)) + 1
     bounds = np.empty((lines, 2), dtype=np.int64)  # document d is codes[bounds[d, 0]:bounds[d, 1]]
@@ -285,12 +335,7 @@ def load_dataset(path: str | os.PathLike | None, rng: random.Random,
     ids = np.array([ord(c) for c in chars], dtype=np.int64)
     inside = ids < alphabet
     lut[ids[inside]] = np.flatnonzero(inside)
-    outside = present[lut[present] < 0]
-    if outside.size:
-        names = ", ".join(repr(chr(c)) for c in outside[:10])
-        more = f" (and {outside.size - 10} more)" if outside.size > 10 else ""
-        raise DataError(f"data file {path} has characters outside the model's "
-                        f"vocabulary: {names}{more}")
+    _refuse_outside(present[lut[present] < 0], path)
 
     perm = shuffled_indices(N, rng)
     tokens = np.empty(N + int((bounds[:, 1] - bounds[:, 0]).sum()) + 1, dtype=np.int32)
@@ -299,7 +344,250 @@ def load_dataset(path: str | os.PathLike | None, rng: random.Random,
     return Dataset(chars, _read_only(tokens), _read_only(starts))
 
 
+def _code_points(path: str) -> np.ndarray:
+    """The file's characters as code points: uint8 for ASCII, else uint32."""
+    raw = _read_bytes(path)
+    if raw.isascii():  # valid UTF-8 whose bytes are the code points
+        return np.frombuffer(raw, dtype=np.uint8)
+    return np.frombuffer(_decode(raw, path).encode("utf-32-le"), dtype=np.uint32)
+
+
+def _refuse_outside(outside: np.ndarray, path: str) -> None:
+    """DataError naming the code points outside the vocabulary, if any."""
+    if outside.size:
+        names = ", ".join(repr(chr(c)) for c in outside[:10])
+        more = f" (and {outside.size - 10} more)" if outside.size > 10 else ""
+        raise DataError(f"data file {path} has characters outside the model's "
+                        f"vocabulary: {names}{more}")
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     """array, no longer writeable: a dataset's arrays, once checked, stay valid."""
     array.flags.writeable = False
     return array
+
+
+# ---------------------------------------------------------------------------
+# The text format: one stream of characters, trained in windows
+
+# splitmix64's constants: the increment (2^64 / the golden ratio, odd) and the
+# finalizer's two multipliers
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+# The streams of window_draws: the training windows, and the held-out windows
+# of an evaluation on a sample (--eval-docs)
+TRAIN_WINDOWS = 0
+HELD_OUT_WINDOWS = 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays: a bijection whose outputs pass
+    for independent even for consecutive inputs (products wrap modulo 2^64)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def window_draws(seed: int, stream: int, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint64 (len(rows), batch_size): draw b of row r (a step, or a held-out
+    window's index) of the stream keyed by seed.
+
+    A counter-based generator: each draw is a hash of its coordinates alone,
+    key = mix(seed + (stream + 1) G), row key = mix(key + (r + 1) G), draw =
+    mix(row key + (b + 1) G), with splitmix64's increment G and finalizer mix,
+    all modulo 2^64 (draw b of a row is output b + 1 of a splitmix64 stream
+    seeded with the row's key, and the row keys are the outputs of one seeded
+    with the stream's key). So the windows of a step do not depend on the steps
+    trained before it, on how the steps are cut into chunks, on the thread
+    count, or on a save and resume in between; and no random stream is drawn
+    from (the run's stays the original's)."""
+    key = np.array([int(seed) % 2**64], np.uint64) + _GAMMA * np.array([stream + 1], np.uint64)
+    row_keys = _mix64(_mix64(key) + _GAMMA * (np.asarray(rows).astype(np.uint64) + np.uint64(1)))
+    columns = _GAMMA * np.arange(1, batch_size + 1, dtype=np.uint64)
+    return _mix64(row_keys[:, None] + columns[None, :])
+
+
+def _offsets(draws: np.ndarray, count: int) -> np.ndarray:
+    """int64: each draw reduced to 0..count - 1 (a remainder: its bias, below
+    count / 2^64, is far below anything a run can see)."""
+    return (draws % np.uint64(count)).astype(np.int64)
+
+
+class Windows(Dataset):
+    """Windows of a text stream, as documents the engines train and evaluate the
+    way they do lines: window i is tokens[starts[i]:starts[i] + n_i + 1], its
+    n_i = min(block_size, starts[i+1] - starts[i]) predictions (the engines read
+    a document's length this way, schedule.pxd's doc_rows_of).
+
+    Two layouts: the training windows are packed one after another, T + 1
+    tokens each, starts[i] = i (T + 1), the last start on the last token (so
+    that the last window, too, counts T predictions); the held-out windows of
+    an evaluation tile the text and share their boundary characters, as lines
+    share their BOS. No BOS: vocab_size = len(chars).
+    """
+
+    def __init__(self, chars: list[str], tokens: np.ndarray, starts: np.ndarray,
+                 block_size: int):
+        super().__init__(chars, tokens, starts)
+        self.block_size = block_size
+
+    @property
+    def bos(self) -> None:
+        return None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Predictions in each window, int64 (num_docs,)."""
+        return np.minimum(self.block_size, np.diff(self.starts))
+
+    def doc_tokens(self, i: int) -> list[int]:
+        """The n_i + 1 tokens of window i (mod the number of windows)."""
+        i %= self.num_docs
+        start = int(self.starts[i])
+        return self.tokens[start:start + int(self.lengths[i]) + 1].tolist()
+
+    @property
+    def docs(self) -> list[str]:
+        return ["".join(self.chars[t] for t in self.doc_tokens(i)) for i in range(self.num_docs)]
+
+    def split(self, val_fraction: float):
+        raise TypeError("windows are not split; split the TextStream they come from")
+
+
+def _packed_windows(stream: "TextStream", offsets: np.ndarray) -> Windows:
+    """The windows of T + 1 tokens at offsets (int64 (n,)), packed one after another."""
+    span = stream.block_size + 1
+    tokens = stream.tokens[offsets[:, None] + np.arange(span)].reshape(-1)
+    starts = np.arange(len(offsets) + 1, dtype=np.int64) * span
+    starts[-1] -= 1  # on the last token: the last window counts T predictions too
+    return Windows(stream.chars, _read_only(tokens), _read_only(starts), stream.block_size)
+
+
+@dataclass(eq=False)
+class TextStream:
+    """A text read as one stream of characters (the text format).
+
+    chars: the vocabulary, the text's distinct characters sorted; token id =
+        index, vocab_size = len(chars) (no BOS).
+    tokens: int32 (n,), the id of every character, in order.
+    block_size: T, the predictions of a window (T + 1 characters).
+    seed: keys the windows' offsets (window_draws).
+
+    Step s trains batch_size windows at offsets window_draws(seed,
+    TRAIN_WINDOWS, s, b) mod (n - T), b = 0 .. batch_size - 1. The step loss is
+    the mean over all its predicted positions, which, every window counting T,
+    is the mean of the windows' mean losses (what the engines compute for a
+    batch of documents).
+    """
+
+    chars: list[str]
+    tokens: np.ndarray
+    block_size: int
+    seed: int
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    @property
+    def num_chars(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars[t] for t in self.tokens.tolist())
+
+    def window_offsets(self, step0: int, num_steps: int, batch_size: int) -> np.ndarray:
+        """Offsets of the windows of steps step0 .. step0 + num_steps - 1, int64
+        (num_steps, batch_size); window = tokens[offset:offset + T + 1]."""
+        steps = np.arange(step0, step0 + num_steps, dtype=np.int64)
+        return _offsets(window_draws(self.seed, TRAIN_WINDOWS, steps, batch_size),
+                        self.num_chars - self.block_size)
+
+    def batches(self, step0: int, num_steps: int, batch_size: int) -> tuple[Windows, np.ndarray]:
+        """What steps step0 .. step0 + num_steps - 1 train: (their windows packed as
+        a Windows dataset, the ids 0 .. num_steps * batch_size - 1 of its windows,
+        int64); step s takes windows (s - step0) * B .. (s - step0) * B + B - 1."""
+        offsets = self.window_offsets(step0, num_steps, batch_size).reshape(-1)
+        return _packed_windows(self, offsets), np.arange(len(offsets), dtype=np.int64)
+
+    def positions(self, block_size: int, batch_size: int, step0: int,
+                  num_steps: int) -> np.ndarray:
+        """Positions trained in each window of the steps: int64 (num_steps * B,)."""
+        return np.full(num_steps * batch_size, min(block_size, self.block_size), np.int64)
+
+    def held_out_windows(self, max_windows: int | None = None) -> Windows:
+        """The windows an evaluation runs on. Without max_windows, the whole stream
+        in consecutive windows of T predictions (the last may have fewer), each
+        starting on the character the previous one ends on: every character
+        after the first is predicted exactly once. With it, max_windows windows of
+        T predictions at fixed offsets (window_draws' HELD_OUT_WINDOWS stream)."""
+        T, n = self.block_size, self.num_chars
+        if max_windows is None:
+            starts = np.append(np.arange(0, n - 1, T, dtype=np.int64), n - 1)
+            return Windows(self.chars, self.tokens, _read_only(starts), T)
+        rows = np.arange(max_windows, dtype=np.int64)
+        offsets = _offsets(window_draws(self.seed, HELD_OUT_WINDOWS, rows, 1)[:, 0], n - T)
+        return _packed_windows(self, offsets)
+
+    def split(self, val_fraction: float) -> tuple[TextStream, TextStream | None]:
+        """(train, validation): the last round(n * val_fraction) characters held out.
+
+        val_fraction 0 gives (self, None). Each part must hold a window, T + 1
+        characters; its tokens are a slice of this stream's."""
+        _check_fraction(val_fraction)
+        if val_fraction == 0:
+            return self, None
+        n = self.num_chars
+        n_val = round(n * val_fraction)
+        n_train = n - n_val
+        need = self.block_size + 1
+        for part, count in (("training", n_train), ("validation", n_val)):
+            if count < need:
+                raise ValueError(f"val_fraction {val_fraction!r} of {n} characters leaves the "
+                                 f"{part} part {count} characters, fewer than a window "
+                                 f"(block_size + 1 = {need})")
+        return (TextStream(self.chars, self.tokens[:n_train], self.block_size, self.seed),
+                TextStream(self.chars, self.tokens[n_train:], self.block_size, self.seed))
+
+
+def load_text(path: str | os.PathLike | None, block_size: int, seed: int,
+              chars: list[str] | None = None) -> TextStream:
+    """Read a file as one stream of characters (a bundled name, None for names,
+    or a path). chars: the vocabulary to use instead of the text's own (sorted
+    single characters); DataError if the text holds others. DataError too for
+    a text shorter than one window (block_size + 1 characters)."""
+    if chars is not None:
+        chars = _check_chars(chars)
+    path = data_path(path)
+    codes = _code_points(path)
+    if codes.size == 0:
+        raise DataError(f"data file is empty: {path}")
+    present = np.unique(codes)
+    if chars is None:
+        chars = [chr(c) for c in present]
+    ids = np.array([ord(c) for c in chars], dtype=np.int64)
+    _refuse_outside(present[~np.isin(present, ids)], path)
+    need = block_size + 1
+    if codes.size < need:
+        raise DataError(f"data file {path} has {codes.size} characters; the text format "
+                        f"needs at least one window of block_size + 1 = {need}")
+    tokens = np.searchsorted(ids, codes).astype(np.int32)
+    return TextStream(chars, _read_only(tokens), block_size, seed)
+
+
+def load_data(data, data_format: str, rng: random.Random, block_size: int, seed: int,
+              chars: list[str] | None = None) -> Dataset | TextStream:
+    """data read in data_format (config.FORMATS): load_dataset (shuffled with
+    rng) for lines, load_text (windows keyed by seed) for text."""
+    if data_format not in FORMATS:
+        raise ValueError(f"data_format must be one of {', '.join(FORMATS)}, got {data_format!r}")
+    if data_format == "text":
+        return load_text(data, block_size, seed, chars)
+    return load_dataset(data, rng, chars)

@@ -14,7 +14,8 @@ chunks, gradients, evaluation and sampling run in it without the GIL. This
 class is the boundary: past it the kernels run without checks.
 
 The pure-Python reference (reference.ReferenceGPT) has the same interface:
-train, evaluate, loss_and_grad, apply_adam, sample, params / m / v, set_state.
+train, evaluate, loss_and_grad, apply_adam, sample, sample_text, params / m /
+v, set_state.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from .config import DTYPES, Adam, GPTConfig
 from .data import Dataset
 from .kernels import Kernel, load_kernel, resolve_threads
-from .sampling import draw
+from .sampling import draw, draw_text
 
 
 class CompiledGPT:
@@ -118,7 +119,8 @@ class CompiledGPT:
         documents data.batches gives them.
 
         Returns the step losses, float64 (num_steps,). One call runs all steps in
-        compiled code; call it in chunks to report progress.
+        compiled code; call it in chunks to report progress. adam: the rates'
+        schedule, weight decay and gradient clipping too (config.Adam).
         """
         if not (0 <= step0 and num_steps >= 1 and step0 + num_steps <= total_steps):
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
@@ -126,7 +128,8 @@ class CompiledGPT:
         self._check_dataset(docs)
         return self.engine.train(docs.tokens, docs.starts, doc_ids, step0,
                                  adam.learning_rates(step0, num_steps, total_steps),
-                                 float(adam.beta1), float(adam.beta2), float(adam.eps))
+                                 float(adam.beta1), float(adam.beta2), float(adam.eps),
+                                 float(adam.weight_decay), float(adam.grad_clip))
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
@@ -141,12 +144,14 @@ class CompiledGPT:
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
         """One Adam update of every parameter from grad (P,), as step `step` of
-        total_steps (at the schedule's rate for that step)."""
+        total_steps (at the schedule's rate for that step), with adam's weight
+        decay and clipping of grad."""
         grad = self._vector(grad, "grad")
         if not 0 <= step < total_steps:
             raise ValueError(f"step {step} outside the schedule 0..{total_steps - 1}")
         self.engine.adam_step(grad, step, float(adam.learning_rate_at(step, total_steps)),
-                              float(adam.beta1), float(adam.beta2), float(adam.eps))
+                              float(adam.beta1), float(adam.beta2), float(adam.eps),
+                              float(adam.weight_decay), float(adam.grad_clip))
 
     def next_probs_fn(self, temperature: float = 0.5):
         """A function next_probs(token, pos) -> float64 (V,): feed token at position
@@ -162,12 +167,34 @@ class CompiledGPT:
 
         return next_probs
 
+    def window_probs_fn(self, temperature: float = 0.5):
+        """A function window_probs(tokens) -> float64 (V,): a fresh forward pass over
+        tokens (1 to block_size ids) at positions 0, 1, ..., and softmax(logits /
+        temperature) of the last, computed in compiled code."""
+        if not 0 < temperature < np.inf:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        probs = np.empty(self.config.vocab_size, np.float64)
+
+        def window_probs(tokens) -> np.ndarray:
+            self.engine.window_probs(np.ascontiguousarray(tokens, np.intc), float(temperature),
+                                     probs)
+            return probs
+
+        return window_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample (prompt's first), drawn with rng.choices as the
         original does; see sampling.draw."""
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
+
+    def sample_text(self, rng, temperature: float, prompt, length: int,
+                    top_k=None) -> list[int]:
+        """Token ids of one text sample: prompt's, then length drawn; see
+        sampling.draw_text."""
+        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
+                         rng, self.config.block_size, prompt, length, top_k)
 
     def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
         """Seconds spent per op group since the last reset, summed over threads (or

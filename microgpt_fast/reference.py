@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .config import Adam, GPTConfig, param_layout
-from .sampling import draw
+from .config import Adam, GPTConfig, decays, param_layout
+from .sampling import draw, draw_text
 
 
 class Value:
@@ -52,6 +52,23 @@ class Value:
 
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
+
+    # the other MLP activations (GPTConfig.activation), each with its derivative
+
+    def gelu(self):
+        cdf = 0.5 * (1 + math.erf(self.data / math.sqrt(2)))
+        pdf = math.exp(-0.5 * self.data * self.data) / math.sqrt(2 * math.pi)
+        return Value(self.data * cdf, (self,), (cdf + self.data * pdf,))
+
+    def relu2(self):
+        r = max(0.0, self.data)
+        return Value(r * r, (self,), (2 * r,))
+
+    def silu(self):
+        # the sigmoid s from exp(-|x|), which cannot overflow
+        e = math.exp(-abs(self.data))
+        s = 1 / (1 + e) if self.data >= 0 else e / (1 + e)
+        return Value(self.data * s, (self,), (s * (1 + self.data * (1 - s)),))
 
     def __neg__(self):
         return self * -1
@@ -127,7 +144,7 @@ NORMS = {"rmsnorm": rmsnorm, "layernorm": layernorm}
 class ReferenceGPT:
     """The original model and its Adam optimizer over Value scalars, behind the
     same interface as engine.CompiledGPT (train, evaluate, loss_and_grad,
-    apply_adam, sample, params / m / v, set_state), so that the trainer and the
+    apply_adam, sample, sample_text, params / m / v, set_state), so that the trainer and the
     tests treat both alike. numpy only carries results out; every number is
     computed by Value operations and Python floats, as the original does.
 
@@ -146,6 +163,8 @@ class ReferenceGPT:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.batch_size = batch_size
+        # the MLP's activation: Value.relu (the original's), gelu, relu2 or silu
+        self.activation = getattr(Value, config.activation)
         values = iter([Value(float(p)) for p in params])
         self.state_dict = {
             name: [[next(values) for _ in range(cols)] for _ in range(rows)]
@@ -153,6 +172,9 @@ class ReferenceGPT:
         }
         # every parameter's Value, in flat order, and Adam's moments beside them
         self.weights = [p for mat in self.state_dict.values() for row in mat for p in row]
+        # whether weight decay applies to each, decided by its matrix's name
+        self.decays = [decays(name) for name, rows, cols in param_layout(config)
+                       for _ in range(rows * cols)]
         self.adam_m = [0.0] * len(self.weights)
         self.adam_v = [0.0] * len(self.weights)
 
@@ -223,7 +245,7 @@ class ReferenceGPT:
             x_residual = x
             x = self.norm(x, f"layer{li}.mlp_norm")
             x = linear(x, sd[f"layer{li}.mlp_fc1"])
-            x = [xi.relu() for xi in x]
+            x = [self.activation(xi) for xi in x]
             x = linear(x, sd[f"layer{li}.mlp_fc2"])
             x = [a + b for a, b in zip(x, x_residual)]
         if cfg.final_norm:
@@ -261,17 +283,30 @@ class ReferenceGPT:
 
     def train_step(self, batch: list[list[int]], step: int, num_steps: int,
                    adam: Adam = Adam()) -> float:
-        """Forward, backward and one Adam update with linear decay; returns the loss."""
+        """Forward, backward and one Adam update at the schedule's rate; returns the loss."""
         loss = self.batch_loss(batch)
         loss.backward()
         self._adam(step, num_steps, adam)
         return loss.data
 
     def _adam(self, step: int, num_steps: int, adam: Adam) -> None:
-        """The original's update from each weight's .grad, which it then zeroes."""
+        """The original's update from each weight's .grad, which it then zeroes;
+        before it, when asked, the gradient's clipping and the weights' decay
+        (config.Adam states the formulas)."""
         lr_t = adam.learning_rate_at(step, num_steps)
         beta1, beta2 = adam.beta1, adam.beta2
         m, v = self.adam_m, self.adam_v
+        if adam.grad_clip > 0:
+            norm = math.sqrt(sum(p.grad * p.grad for p in self.weights))
+            scale = adam.grad_clip / (norm + 1e-6)
+            if scale < 1:
+                for p in self.weights:
+                    p.grad = p.grad * scale
+        if adam.weight_decay > 0:
+            shrink = 1 - lr_t * adam.weight_decay
+            for p, decayed in zip(self.weights, self.decays):
+                if decayed:
+                    p.data = p.data * shrink
         for i, p in enumerate(self.weights):
             m[i] = beta1 * m[i] + (1 - beta1) * p.grad
             v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
@@ -312,7 +347,8 @@ class ReferenceGPT:
         return loss, np.array(grads, np.float64)
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
-        """One Adam update of every parameter from grad (P,)."""
+        """One Adam update of every parameter from grad (P,), as step `step` of
+        total_steps, with adam's clipping (of grad) and weight decay."""
         for p, g in zip(self.weights, grad):
             p.grad = float(g)
         self._adam(step, total_steps, adam)
@@ -329,8 +365,28 @@ class ReferenceGPT:
 
         return next_probs
 
+    def window_probs_fn(self, temperature: float = 0.5):
+        """A function window_probs(tokens) -> list of V floats: tokens fed at
+        positions 0, 1, ... with fresh caches, softmax(logits / temperature) of the
+        last."""
+        cfg = self.config
+
+        def window_probs(tokens) -> list[float]:
+            keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
+            for pos_id, token_id in enumerate(tokens):
+                logits = self.gpt(int(token_id), pos_id, keys, values)
+            return [p.data for p in softmax([l / temperature for l in logits])]
+
+        return window_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample, drawn with rng.choices as the original does."""
         return draw(self.next_probs_fn(temperature), rng, bos, self.config.block_size,
                     prompt, top_k, max_len)
+
+    def sample_text(self, rng, temperature: float, prompt, length: int,
+                    top_k=None) -> list[int]:
+        """Token ids of one text sample: prompt's, then length drawn (sampling.draw_text)."""
+        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
+                         rng, self.config.block_size, prompt, length, top_k)

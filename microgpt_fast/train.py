@@ -4,12 +4,19 @@
     python -m microgpt_fast.train --engine reference --steps 20
     python -m microgpt_fast.train --dtype float32 --batch-size 16 --threads 2 --quiet
     python -m microgpt_fast.train --json run.json      # config, losses, timings, samples
-    python -m microgpt_fast.train --data play.txt --val-fraction 0.1 --eval-every 500 \
-        --steps 5000 --save run.npz --log-csv run.csv --plot-loss loss.png
+    python -m microgpt_fast.train --data shakespeare --n-embd 64 --n-layer 2 --block-size 64 \
+        --batch-size 8 --dtype float32 --steps 2000 --eval-every 500 --save run.npz
+    python -m microgpt_fast.train --data play.txt --data-format text --log-csv run.csv
     python -m microgpt_fast.train --resume run.npz --save run.npz   # go on where it stopped
 
 With no arguments it prints what the original prints, line for line, then one
-summary line with the training time (the training loop only).
+summary line with the training time (the training loop only). --data names
+or shakespeare picks a bundled dataset, read in its own format (names: one
+document a line; shakespeare: one stream of characters, trained in windows of
+block-size + 1 characters, with the last tenth held out); a text run prints
+one header line (characters of the train and validation parts, vocabulary
+size, parameters) and samples --max-len characters (300) after --prompt (a
+newline), each as a "--- sample i ---" block.
 
 Exit codes: 0 done, 1 the loss diverged (NaN, infinite, or above 10,000 x
 ln(vocab size)), 2 bad input, 130 / 143 / 129 stopped by Ctrl-C / SIGTERM /
@@ -36,6 +43,7 @@ from .config import GPTConfig, RunOptions, SampleConfig, TrainConfig
 from .paths import check_output
 from .plots import plot_loss, pyplot
 from .progress import Progress
+from .sampling import text_sample_block
 from .trainer import Trainer, TrainingDiverged
 
 ON_RESUME = "; on --resume: the checkpoint's"
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="validation loss every N steps and at the end (0: only at the end)")
     p.add_argument("--eval-docs", type=int, default=None, metavar="N",
-                   help="at most N validation documents per evaluation (default: all)")
+                   help="at most N validation documents per evaluation; text: N windows at "
+                        "fixed offsets (default: all documents, or the whole held-out text)")
     p.add_argument("--save", metavar="PATH", default=None,
                    help="write a checkpoint (.npz) here at the end, and on Ctrl-C")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
@@ -161,13 +170,21 @@ class TrainingRun:
         check_args(args)
         trainer = self.trainer = make_trainer(args)
         ds, val = trainer.dataset, trainer.val_dataset
-        if val is None:
-            print(f"num docs: {ds.num_docs}", file=out)
-        else:
-            print(f"num docs: {ds.num_docs + val.num_docs} ({ds.num_docs} train, "
-                  f"{val.num_docs} validation)", file=out)
-        print(f"vocab size: {trainer.config.vocab_size}", file=out)
-        print(f"num params: {trainer.config.num_params}", file=out)
+        if trainer.text_mode:  # one line of its own
+            parts = "" if val is None else (f" ({ds.num_chars} train, {val.num_chars} "
+                                            "validation)")
+            print(f"num chars: {ds.num_chars + (val.num_chars if val else 0)}{parts}, vocab "
+                  f"size: {trainer.config.vocab_size}, num params: "
+                  f"{trainer.config.num_params}", file=out)
+        else:  # the original's three lines
+            if val is None:
+                print(f"num docs: {ds.num_docs}", file=out)
+            else:
+                print(f"num docs: {ds.num_docs + val.num_docs} ({ds.num_docs} train, "
+                      f"{val.num_docs} validation)", file=out)
+            print(f"vocab size: {trainer.config.vocab_size}", file=out)
+            print(f"num params: {trainer.config.num_params}", file=out)
+        trainer.prompt_ids()  # a prompt it cannot sample from fails now, not after training
         if val is None and (args.eval_every or args.eval_docs):
             raise ValueError("--eval-every and --eval-docs need --val-fraction > 0")
         self.steps, self.first_step = trainer.train_config.steps, trainer.step
@@ -264,10 +281,14 @@ class TrainingRun:
         if args.save:
             print(f"saved checkpoint {args.save} (step {trainer.step})", file=out)
 
-        print("\n--- inference (new, hallucinated names) ---", file=out)
+        what = "text" if trainer.text_mode else "names"
+        print(f"\n--- inference (new, hallucinated {what}) ---", file=out)
         samples = trainer.sample()
-        for i, name in enumerate(samples):
-            print(f"sample {i + 1:2d}: {name}", file=out)
+        for i, text in enumerate(samples):
+            if trainer.text_mode:
+                print(text_sample_block(i + 1, text), file=out)
+            else:
+                print(f"sample {i + 1:2d}: {text}", file=out)
 
         trained = trainer.step - self.first_step
         seconds = trainer.train_seconds
@@ -279,18 +300,24 @@ class TrainingRun:
         print(f"trained {trained} steps in {seconds:.3f} s ({us_per_step:.1f} us/step, "
               f"{tokens_per_second / 1e6:.2f} M tokens/s; {where})", file=out)
         losses = trainer.losses
-        val = trainer.val_dataset
+        ds, val = trainer.dataset, trainer.val_dataset
+        if trainer.text_mode:
+            sizes = {"num_chars": ds.num_chars,
+                     "num_val_chars": val.num_chars if val is not None else 0}
+        else:
+            sizes = {"num_docs": ds.num_docs,
+                     "num_val_docs": val.num_docs if val is not None else 0}
         return {
             "config": trainer.config.to_dict(),
             "train_config": trainer.train_config.to_dict(),
             "sample_config": trainer.sampling.to_dict(),
-            "data": trainer.data or "names.txt (bundled)",
+            "data": trainer.data,
+            "data_format": trainer.train_config.data_format,
             "engine": trainer.engine,
             "kernel": trainer.kernel,
             "dtype": trainer.dtype,
             "threads": trainer.threads,
-            "num_docs": trainer.dataset.num_docs,
-            "num_val_docs": val.num_docs if val is not None else 0,
+            **sizes,
             "num_params": trainer.config.num_params,
             "first_step": self.first_step,
             "step": trainer.step,

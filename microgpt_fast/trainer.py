@@ -8,11 +8,15 @@
     >>> trainer = load_checkpoint("run.npz")
     >>> losses = trainer.train()          # the other 500 steps, bit-identical
     >>> trainer.sample(5, prompt="ma")    # ['mara', 'malia', ...]
+    >>> text = Trainer(GPTConfig(block_size=64), TrainConfig(steps=200), data="shakespeare")
+    >>> text.train_config.data_format, text.train_config.val_fraction
+    ('text', 0.1)
 
-The random stream is the original's: seeded once, it shuffles the documents,
-draws the initial weights, and then draws every sampled token. Training uses
-no random numbers, so a checkpoint needs only the stream's state to go on
-exactly where the run was.
+The random stream is the original's: seeded once, it shuffles the documents
+(lines; a text is not shuffled), draws the initial weights, and then draws
+every sampled token. Training uses no random numbers (a text's windows are a
+hash of the seed and the step: data.window_draws), so a checkpoint needs only
+the stream's state to go on exactly where the run was.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from .config import ENGINES, GPTConfig, SampleConfig, TrainConfig, init_params
-from .data import DataError, Dataset, load_dataset
+from .data import DataError, Dataset, TextStream, Windows, data_source, load_data, natural_format
 from .engine import CompiledGPT
 from .paths import refuse_stdin
 from .reference import ReferenceGPT
@@ -80,26 +84,35 @@ def _draw_params(config: GPTConfig, rng: random.Random) -> list[float]:
                           "Python floats") from None
 
 
+# Characters drawn per text sample unless max_len says otherwise.
+TEXT_SAMPLE_LENGTH = 300
+
+
 class Trainer:
     """A dataset, a model on one engine, and the position in the step schedule.
 
-    config.vocab_size is replaced by the data's. data: path of a UTF-8 text
-    file, one document a line (default: the bundled names.txt). The last
-    train_config.val_fraction of the shuffled documents is held out for
-    evaluate(). engine, kernel and threads say how to run (config.RunOptions:
-    they never change the numbers); sampling: sample()'s defaults.
+    config.vocab_size is replaced by the data's. data: a bundled dataset's name
+    ("names", the default, or "shakespeare") or the path of a UTF-8 text file,
+    read in train_config.data_format (default: the data's natural format,
+    data.natural_format): lines, one document a line, or text, one stream of
+    characters. train_config is kept with its data defaults filled in
+    (TrainConfig.resolved). The last train_config.val_fraction of the shuffled
+    documents, or of the characters, is held out for evaluate(). engine,
+    kernel and threads say how to run (config.RunOptions: they never change the
+    numbers); sampling: sample()'s defaults.
     """
 
     def __init__(self, config: GPTConfig | None = None, train_config: TrainConfig | None = None,
                  data=None, engine: str = "compiled", kernel: str | None = None,
                  threads: int | None = None, sampling: SampleConfig | None = None):
         tc = (train_config or TrainConfig()).validate()
-        (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
+        config = (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
         self._setup(tc, engine, data, threads, sampling)
+        tc = self.train_config
         self.rng = random.Random(tc.seed)
-        full = load_dataset(self.data, self.rng)
+        full = load_data(self.data, tc.data_format, self.rng, config.block_size, tc.seed)
         self._set_data(full)
-        self.config = replace(config or GPTConfig(), vocab_size=full.vocab_size)
+        self.config = replace(config, vocab_size=full.vocab_size)
         _check_fits_in_memory(self.config)
         self._make_model(_draw_params(self.config, self.rng), kernel)
 
@@ -136,14 +149,16 @@ class Trainer:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if threads is not None and not (isinstance(threads, int) and threads >= 1):
             raise ValueError(f"threads must be >= 1, got {threads!r}")
-        self.train_config, self.engine = tc, engine
+        self.engine = engine
         self.sampling = (sampling or SampleConfig()).validate()
         self._threads_asked = threads
         if data is not None:
             refuse_stdin(data, "data file", DataError)
-        self.data = None if data is None else os.path.abspath(os.fspath(data))
-        self._train_set: Dataset | None = None
-        self._val_set: Dataset | None = None
+        self.data = data_source(data)  # a bundled dataset's name or an absolute path
+        self.train_config = tc.resolved(natural_format(self.data))
+        self._train_set: Dataset | TextStream | None = None
+        self._val_set: Dataset | TextStream | None = None
+        self._held_out: tuple[int | None, Windows] | None = None  # (max_docs, its windows)
         self.step = 0
         self._losses = np.empty(min(tc.steps, 1 << 16))  # grown as steps are trained
         self.val_steps: list[int] = []      # steps after which evaluate() recorded a loss
@@ -153,9 +168,10 @@ class Trainer:
         self.diverged_at: int | None = None
         self._stop_requested = False
 
-    def _set_data(self, full: Dataset) -> None:
+    def _set_data(self, full: Dataset | TextStream) -> None:
         self.chars = full.chars
         self._train_set, self._val_set = full.split(self.train_config.val_fraction)
+        self._held_out = None
 
     def _make_model(self, params, kernel) -> None:
         self.model = new_model(self.engine, self.config, params, self.train_config,
@@ -167,25 +183,33 @@ class Trainer:
 
     def _load_data(self) -> None:
         if self._train_set is None:
-            # the original's shuffle: a fresh stream with the run's seed
-            full = load_dataset(self.data, random.Random(self.train_config.seed), self.chars)
+            # lines: the original's shuffle, a fresh stream with the run's seed
+            tc = self.train_config
+            full = load_data(self.data, tc.data_format, random.Random(tc.seed),
+                             self.config.block_size, tc.seed, self.chars)
             self._set_data(full)
 
     @property
-    def dataset(self) -> Dataset:
-        """The training documents (the data file less its validation part)."""
+    def text_mode(self) -> bool:
+        """The data is read as one stream of characters (data_format "text")."""
+        return self.train_config.data_format == "text"
+
+    @property
+    def dataset(self) -> Dataset | TextStream:
+        """The training documents or text (the data file less its validation part)."""
         self._load_data()
         return self._train_set
 
     @property
-    def val_dataset(self) -> Dataset | None:
-        """The held-out documents, or None when val_fraction is 0."""
+    def val_dataset(self) -> Dataset | TextStream | None:
+        """The held-out documents or text, or None when val_fraction is 0."""
         self._load_data()
         return self._val_set
 
     @property
-    def bos(self) -> int:
-        return len(self.chars)
+    def bos(self) -> int | None:
+        """The BOS token of the lines format; None for a text, which has none."""
+        return None if self.text_mode else len(self.chars)
 
     @property
     def dtype(self) -> str:
@@ -199,7 +223,11 @@ class Trainer:
     # -- training ----------------------------------------------------------
 
     def batch_doc_ids(self, step: int) -> list[int]:
-        """Documents of a step: s*B .. s*B + B - 1, modulo the number of documents."""
+        """Documents of a step: s*B .. s*B + B - 1, modulo the number of documents
+        (lines; a text's windows are dataset.window_offsets)."""
+        if self.text_mode:
+            raise ValueError("a text has windows, not documents: see "
+                             "Trainer.dataset.window_offsets")
         B, N = self.train_config.batch_size, self.dataset.num_docs
         return [(step * B + b) % N for b in range(B)]
 
@@ -325,19 +353,34 @@ class Trainer:
         return self.model.train(self.dataset, step0, n, tc.steps, tc.adam)
 
     def evaluate(self, max_docs: int | None = None, record: bool = True) -> float:
-        """Mean loss per document of the validation documents (the first max_docs
-        of them, default all), computed without gradients. record: keep it in
-        val_steps / val_losses at the current step."""
+        """The validation loss, computed without gradients. Lines: the mean over the
+        validation documents (the first max_docs of them, default all) of each
+        one's mean loss. Text: the mean over predicted positions of the held-out
+        text in consecutive windows (every held-out character after the first
+        predicted once), or of max_docs windows at fixed offsets
+        (TextStream.held_out_windows). record: keep it in val_steps / val_losses
+        at the current step."""
         val = self.val_dataset
         if val is None:
             raise ValueError("no validation documents: set val_fraction > 0")
-        n = val.num_docs if max_docs is None else min(max_docs, val.num_docs)
-        if not (isinstance(n, int) and n >= 1):
+        if max_docs is not None and not (isinstance(max_docs, int) and max_docs >= 1):
             raise ValueError(f"max_docs must be >= 1, got {max_docs!r}")
+        if self.text_mode:
+            if self._held_out is None or self._held_out[0] != max_docs:
+                self._held_out = (max_docs, val.held_out_windows(max_docs))
+            docs = self._held_out[1]
+            n = docs.num_docs
+        else:
+            docs = val
+            n = val.num_docs if max_docs is None else min(max_docs, val.num_docs)
         B = self.train_config.batch_size
-        per_doc = np.concatenate([self.model.evaluate(val, np.arange(i, min(i + B, n)))
+        per_doc = np.concatenate([self.model.evaluate(docs, np.arange(i, min(i + B, n)))
                                   for i in range(0, n, B)])
-        loss = float(per_doc.mean())
+        if self.text_mode:  # each window weighs as many positions as it predicts
+            lengths = docs.lengths[:n]
+            loss = float((per_doc * lengths).sum() / lengths.sum())
+        else:
+            loss = float(per_doc.mean())
         if record:
             if self.val_steps and self.val_steps[-1] == self.step:
                 self.val_losses[-1] = loss
@@ -357,30 +400,59 @@ class Trainer:
                              + ", ".join(repr(c) for c in unknown[:10]))
         return [index[c] for c in text]
 
+    @property
+    def default_prompt(self) -> str:
+        """What a sample continues unless told: nothing for lines (a sample starts
+        at BOS); for a text, a newline, or the vocabulary's first character when
+        the text has no newline."""
+        if not self.text_mode:
+            return ""
+        return "\n" if "\n" in self.chars else self.chars[0]
+
+    def prompt_ids(self, prompt: str | None = None) -> list[int]:
+        """Token ids of the prompt a sample continues (None: the sampling config's,
+        else default_prompt); ValueError, before any draw, for one the model
+        cannot continue: characters outside the vocabulary, an empty prompt for a
+        text, or (lines) one that fills the block."""
+        if prompt is None:
+            prompt = self.sampling.prompt
+        ids = self.encode(self.default_prompt if prompt is None else prompt)
+        if self.text_mode and not ids:
+            raise ValueError("a text sample continues a prompt: give at least one character")
+        if not self.text_mode and len(ids) >= self.config.block_size:
+            raise ValueError(f"prompt has {len(ids)} characters; the model's block size "
+                             f"{self.config.block_size} leaves no room to sample")
+        return ids
+
     def sample(self, num_samples: int | None = None, temperature: float | None = None,
-               prompt: str = "", top_k: int | None = None, max_len: int | None = None,
-               rng: random.Random | None = None) -> list[str]:
-        """Texts drawn from the model, each starting with prompt.
+               prompt: str | None = None, top_k: int | None = None,
+               max_len: int | None = None, rng: random.Random | None = None) -> list[str]:
+        """Texts drawn from the model, each starting with prompt (default: the
+        sampling config's, else default_prompt).
 
         The draws come from rng (default: the run's own stream, continued, as
-        the original does). top_k: draw only among the k likeliest tokens;
-        max_len: at most this many drawn characters (the block size bounds it).
+        the original does). top_k: draw only among the k likeliest tokens.
+        Lines: a document from BOS to BOS, max_len at most this many drawn
+        characters (the block size bounds it). Text: exactly max_len drawn
+        characters (default 300), each from the last block_size characters
+        (sampling.draw_text).
         """
         given = {name: value for name, value in (("num_samples", num_samples),
-                                                  ("temperature", temperature))
+                                                  ("temperature", temperature),
+                                                  ("prompt", prompt), ("max_len", max_len))
                  if value is not None}
         sampling = replace(self.sampling, **given)  # SampleConfig checks them
         if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
-        if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
-            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
-        ids = self.encode(prompt)
-        if len(ids) >= self.config.block_size:
-            raise ValueError(f"prompt has {len(ids)} characters; the model's block size "
-                             f"{self.config.block_size} leaves no room to sample")
+        ids = self.prompt_ids(sampling.prompt)
         rng = self.rng if rng is None else rng
+        if self.text_mode:
+            length = TEXT_SAMPLE_LENGTH if sampling.max_len is None else sampling.max_len
+            return ["".join(self.chars[t] for t in self.model.sample_text(
+                        rng, sampling.temperature, ids, length, top_k))
+                    for _ in range(sampling.num_samples)]
         return ["".join(self.chars[t] for t in self.model.sample(
-                    rng, self.bos, sampling.temperature, ids, top_k, max_len))
+                    rng, self.bos, sampling.temperature, ids, top_k, sampling.max_len))
                 for _ in range(sampling.num_samples)]
 
     # -- checkpoints -------------------------------------------------------

@@ -19,6 +19,9 @@
 #      gradient groups; each weight block's gradient over each group's rows is
 #      one product, written to that group's partial gradient buffer.
 #   C. Adam, block by block, on the sum of the groups' partials (one fused pass).
+#      With gradient clipping on, first each block's sum of squares of that sum
+#      into its own slot, a barrier, and every thread adds the slots in block
+#      order: the global norm, the same bits for any thread count.
 #   D. The transposed copies of the updated weights, which the forward products read.
 # Threads form teams (one per gradient group, or one team when there is one
 # thread): a team runs its group's documents and products and keeps a transposed
@@ -44,9 +47,10 @@ from model cimport gpt_forward, gpt_losses, gpt_backward
 from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
 from gain cimport gain_backward_weight
-from adam cimport adam_update
+from adam cimport AdamOptions, adam_update, clip_scale, sum_of_squares
 from xent cimport softmax_temperature
-from simd cimport transpose
+from simd cimport transpose, verf
+from activation cimport activation_forward
 from timers cimport now, PROFILE, N_TIMERS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS
 from schedule cimport (GROUPS, GAIN, PRODUCT, TIED, TOKENS, Schedule, Team, WeightBlock,
                        doc_rows_of, plan_step, schedule_blocks, schedule_init, split_docs,
@@ -201,17 +205,35 @@ cdef inline void _sum_groups(floating* grad, const floating* partials, int n_gro
         grad[i] = total
 
 
+cdef inline void _square_block(const Dims* d, const WeightBlock* b, double* squares,
+                               const floating* grads, int n_parts,
+                               double* timers) noexcept nogil:
+    """squares[0] = the sum of squares of the block's gradient, the sum of n_parts
+    (1 or 2) buffers of P elements from grads, as _adam_block sums them."""
+    cdef double start = now() if PROFILE else 0
+    cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
+    squares[0] = sum_of_squares(grads + first, grads + d.P + first if n_parts == 2 else NULL,
+                                <Py_ssize_t>(b.o1 - b.o0) * b.nin)
+    if PROFILE:
+        start = now() - start
+        timers[T_ADAM] += start
+        timers[T_WEIGHT_BLOCKS] += start
+
+
 cdef inline void _adam_block(const Dims* d, const WeightBlock* b, floating* params, floating* m,
                              floating* v, const floating* grads, int n_parts, floating lr_t,
                              floating beta1, floating beta2, floating bias1, floating bias2,
-                             floating eps, double* timers) noexcept nogil:
+                             floating eps, floating grad_scale, floating shrink,
+                             double* timers) noexcept nogil:
     """Adam on the block's weights; their gradient is the sum of n_parts (1 or 2)
-    buffers of P elements from grads (the groups' partials, or one whole gradient)."""
+    buffers of P elements from grads (the groups' partials, or one whole gradient),
+    times grad_scale; the weights shrink by `shrink` first where the block decays."""
     cdef double start = now() if PROFILE else 0
     cdef Py_ssize_t first = b.matrix + <Py_ssize_t>b.o0 * b.nin
     adam_update(params + first, m + first, v + first, grads + first,
                 grads + d.P + first if n_parts == 2 else NULL,
-                <Py_ssize_t>(b.o1 - b.o0) * b.nin, lr_t, beta1, beta2, bias1, bias2, eps)
+                <Py_ssize_t>(b.o1 - b.o0) * b.nin, lr_t, beta1, beta2, bias1, bias2, eps,
+                grad_scale, shrink if b.decay else 1)
     if PROFILE:
         start = now() - start
         timers[T_ADAM] += start
@@ -269,6 +291,7 @@ cdef struct Workspace:
     void* wt_copies        # (GROUPS - 1, P) the other teams' transposed weights (threads > 1)
     int* row_ints          # (3, R) each row's token, target and position
     double* timers         # (max_threads, N_TIMERS) seconds per op group (profiling variants)
+    double* block_squares  # (n_blocks,) each block's gradient sum of squares (clipping)
     int* adam_first        # (max_threads + 1,) a call's block shares (Schedule)
     int* shares            # (max_threads + GROUPS,)
 
@@ -294,14 +317,15 @@ cdef void _transpose_all(const Workspace* ws, const floating* params,
 cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
                       const int* tokens, const long long* starts,
                       const long long* step_docs, long long step0, int B,
-                      const double* learning_rates, double beta1, double beta2, double eps,
+                      const double* learning_rates, const AdamOptions* opt,
                       double* losses, int nsteps) noexcept nogil:
     """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
 
     Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
     its loss (the mean over documents of each document's mean position loss) to
-    losses[s]; Adam takes the rate learning_rates[s] and the bias corrections of
-    step step0 + s. wt holds the transposed params on entry, and again on return.
+    losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
+    step step0 + s and opt's settings. wt holds the transposed params on entry,
+    and again on return.
     """
     cdef Schedule sc
     schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
@@ -317,7 +341,9 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         return -1
     cdef int s, b, th, k, t, me, granted, mine, i
     cdef long long step
-    cdef double lr_t
+    cdef double lr_t, grad_scale, shrink
+    cdef double beta1 = opt.beta1, beta2 = opt.beta2, eps = opt.eps
+    cdef bint clipping = opt.grad_clip > 0
     cdef unsigned int fp_mode
     cdef const Dims* d = &ws.d
     cdef floating* rows = <floating*>ws.rows
@@ -368,8 +394,18 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                 _team_partials(d, ws.blocks, teams, n_teams, sc.shares, th, partials, rows,
                                ws.row_ints, dr, gs, ws.timers + th * N_TIMERS)
             barrier()
-            # C. Adam on the sum of the partials
+            # C. Adam on the sum of the partials (clipped to the global norm when asked)
             lr_t = learning_rates[s]
+            grad_scale = 1
+            if clipping:
+                for i in range(mine):
+                    th = me + i * granted
+                    for k in range(sc.adam_first[th], sc.adam_first[th + 1]):
+                        _square_block(d, &ws.blocks[k], ws.block_squares + k, partials,
+                                      n_groups, ws.timers + th * N_TIMERS)
+                barrier()
+                grad_scale = clip_scale(ws.block_squares, ws.n_blocks, opt.grad_clip)
+            shrink = 1 - lr_t * opt.weight_decay
             for i in range(mine):
                 th = me + i * granted
                 for k in range(sc.adam_first[th], sc.adam_first[th + 1]):
@@ -377,6 +413,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                                 <floating>lr_t, <floating>beta1, <floating>beta2,
                                 <floating>(1 - beta1 ** (step + 1)),
                                 <floating>(1 - beta2 ** (step + 1)), <floating>eps,
+                                <floating>grad_scale, <floating>shrink,
                                 ws.timers + th * N_TIMERS)
             barrier()
             # D. every team's transposed copy of the new weights
@@ -478,25 +515,38 @@ cdef int _evaluate(Workspace* ws, const floating* params, const floating* wt,
 
 
 cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
-                    const floating* grad, long long step, double lr_t, double beta1,
-                    double beta2, double eps) noexcept nogil:
+                    const floating* grad, long long step, double lr_t,
+                    const AdamOptions* opt) noexcept nogil:
     """Phases C and D from a whole gradient (P,): Adam at rate lr_t with the bias
-    corrections of step `step` on every block, then its transposed copy."""
+    corrections of step `step` and opt's settings on every block (the gradient
+    clipped first when asked), then its transposed copy."""
     cdef Schedule sc
     schedule_init(&sc, ws.max_threads, ws.max_threads, ws.adam_first, ws.shares)
     schedule_blocks(&sc, ws.blocks, ws.n_blocks, 0)
     cdef int n_threads = sc.n_threads, th, me, granted, mine, i, k
-    cdef floating bias1 = <floating>(1 - beta1 ** (step + 1))
-    cdef floating bias2 = <floating>(1 - beta2 ** (step + 1))
+    cdef floating bias1 = <floating>(1 - opt.beta1 ** (step + 1))
+    cdef floating bias2 = <floating>(1 - opt.beta2 ** (step + 1))
+    cdef floating shrink = <floating>(1 - lr_t * opt.weight_decay)
+    cdef double grad_scale
     with parallel(num_threads=n_threads):
         me = threadid()
         granted = num_threads()
         mine = (n_threads - me + granted - 1) // granted
+        grad_scale = 1
+        if opt.grad_clip > 0:
+            for i in range(mine):
+                th = me + i * granted
+                for k in range(sc.adam_first[th], sc.adam_first[th + 1]):
+                    _square_block(&ws.d, &ws.blocks[k], ws.block_squares + k, grad, 1,
+                                  ws.timers + th * N_TIMERS)
+            barrier()
+            grad_scale = clip_scale(ws.block_squares, ws.n_blocks, opt.grad_clip)
         for i in range(mine):
             th = me + i * granted
             for k in range(sc.adam_first[th], sc.adam_first[th + 1]):
                 _adam_block(&ws.d, &ws.blocks[k], params, m, v, grad, 1, <floating>lr_t,
-                            <floating>beta1, <floating>beta2, bias1, bias2, <floating>eps,
+                            <floating>opt.beta1, <floating>opt.beta2, bias1, bias2,
+                            <floating>opt.eps, <floating>grad_scale, shrink,
                             ws.timers + th * N_TIMERS)
                 _copy_block(&ws.blocks[k], wt, params, ws.timers + th * N_TIMERS)
 
@@ -504,6 +554,55 @@ cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, 
 # config.GPTConfig's names of the architecture's choices, as Dims codes them
 NORMS = {"rmsnorm": NORM_RMS, "layernorm": NORM_LAYER}
 ACTIVATIONS = {"relu": ACT_RELU, "gelu": ACT_GELU, "relu2": ACT_RELU2, "silu": ACT_SILU}
+
+
+# ---------------------------------------------------------------------------
+# The activations' arithmetic on its own, for the tests
+
+
+def _float_array(x):
+    """A C-contiguous 1-D copy of x, float32 or float64 as given."""
+    y = np.array(x, order="C", copy=True).reshape(-1)
+    if y.dtype not in (np.float32, np.float64):
+        raise TypeError(f"expected a float32 or float64 array, got {y.dtype}")
+    return y
+
+
+def erf(x):
+    """verf.h's erf of each element of a float32 or float64 array (a new 1-D array)."""
+    cdef float[::1] y32
+    cdef double[::1] y64
+    y = _float_array(x)
+    if y.size == 0:
+        return y
+    if y.dtype == np.float32:
+        y32 = y
+        verf(&y32[0], y32.shape[0])
+    else:
+        y64 = y
+        verf(&y64[0], y64.shape[0])
+    return y
+
+
+def activation(name, x):
+    """(value, derivative) of the activation `name` (gelu, relu2 or silu) at each
+    element of a float32 or float64 array, as the MLP computes them (new arrays)."""
+    cdef float[::1] h32, s32
+    cdef double[::1] h64, s64
+    cdef int code = ACTIVATIONS[name]
+    if code == ACT_RELU:
+        raise ValueError("relu is fused with its product (linear.pxd)")
+    h = _float_array(x)
+    slope = np.empty_like(h)
+    if h.size == 0:
+        return h, slope
+    if h.dtype == np.float32:
+        h32, s32 = h, slope
+        activation_forward(&h32[0], &s32[0], h32.shape[0], code)
+    else:
+        h64, s64 = h, slope
+        activation_forward(&h64[0], &s64[0], h64.shape[0], code)
+    return h, slope
 
 
 def _aligned_zeros(Py_ssize_t n, dtype):
@@ -592,10 +691,11 @@ cdef class Engine:
         ws.blocks = <WeightBlock*>malloc(ws.n_blocks * sizeof(WeightBlock))
         ws.row_ints = <int*>malloc(3 * <size_t>ws.d.R * sizeof(int))
         ws.timers = <double*>calloc(<size_t>threads * N_TIMERS, sizeof(double))
+        ws.block_squares = <double*>malloc(ws.n_blocks * sizeof(double))
         ws.adam_first = <int*>malloc((threads + 1) * sizeof(int))
         ws.shares = <int*>malloc((threads + GROUPS) * sizeof(int))
         if (ws.blocks == NULL or ws.row_ints == NULL or ws.timers == NULL
-                or ws.adam_first == NULL or ws.shares == NULL):
+                or ws.block_squares == NULL or ws.adam_first == NULL or ws.shares == NULL):
             raise MemoryError("cannot allocate the engine's row and block tables")
         weight_blocks(&ws.d, ws.blocks)
 
@@ -607,6 +707,7 @@ cdef class Engine:
         free(self.ws.row_ints)
         free(self.ws.blocks)
         free(self.ws.timers)
+        free(self.ws.block_squares)
         free(self.ws.adam_first)
         free(self.ws.shares)
 
@@ -625,11 +726,13 @@ cdef class Engine:
 
     def train(self, const int[::1] tokens, const long long[::1] starts,
               const long long[::1] step_docs, long long step0,
-              const double[::1] learning_rates, double beta1, double beta2, double eps):
+              const double[::1] learning_rates, double beta1, double beta2, double eps,
+              double weight_decay=0, double grad_clip=0):
         """Train steps step0 .. step0 + n - 1 in one call, without the GIL, where n =
         len(learning_rates): step step0 + s trains the documents
-        step_docs[s*B .. s*B + B - 1] at rate learning_rates[s]. Returns the step
-        losses, float64 (n,)."""
+        step_docs[s*B .. s*B + B - 1] at rate learning_rates[s]; weight_decay and
+        grad_clip as in config.Adam (0: off). Returns the step losses, float64 (n,)."""
+        cdef AdamOptions opt = AdamOptions(beta1, beta2, eps, weight_decay, grad_clip)
         cdef int n = <int>learning_rates.shape[0], B = self.batch_size, status
         if n < 1 or step_docs.shape[0] != <Py_ssize_t>n * B:
             raise ValueError(f"need {B} documents for each of the {n} steps, "
@@ -641,12 +744,12 @@ cdef class Engine:
                 status = _train_steps(&self.ws, <double*>self.p_params, <double*>self.p_wt,
                                       <double*>self.p_m, <double*>self.p_v, &tokens[0],
                                       &starts[0], &step_docs[0], step0, B,
-                                      &learning_rates[0], beta1, beta2, eps, &out[0], n)
+                                      &learning_rates[0], &opt, &out[0], n)
             else:
                 status = _train_steps(&self.ws, <float*>self.p_params, <float*>self.p_wt,
                                       <float*>self.p_m, <float*>self.p_v, &tokens[0],
                                       &starts[0], &step_docs[0], step0, B,
-                                      &learning_rates[0], beta1, beta2, eps, &out[0], n)
+                                      &learning_rates[0], &opt, &out[0], n)
         if status < 0:
             raise MemoryError(f"cannot allocate the step plans of {n} steps")
         return losses
@@ -689,10 +792,11 @@ cdef class Engine:
         return losses
 
     def adam_step(self, grad, long long step, double lr_t, double beta1, double beta2,
-                  double eps):
+                  double eps, double weight_decay=0, double grad_clip=0):
         """One Adam update of every weight from grad (P,) at rate lr_t, with the
-        bias corrections of step `step`: phases C and D of a step, from a whole
-        gradient."""
+        bias corrections of step `step`, weight_decay and grad_clip as in
+        config.Adam (0: off): phases C and D of a step, from a whole gradient."""
+        cdef AdamOptions opt = AdamOptions(beta1, beta2, eps, weight_decay, grad_clip)
         grad = np.ascontiguousarray(grad, self.params.dtype)
         self._check_length(grad.shape[0], "grad")
         cdef void* p_grad = <void*><size_t>grad.ctypes.data
@@ -700,11 +804,11 @@ cdef class Engine:
             if self.itemsize == 8:
                 _adam_all(&self.ws, <double*>self.p_params, <double*>self.p_wt,
                           <double*>self.p_m, <double*>self.p_v, <double*>p_grad, step, lr_t,
-                          beta1, beta2, eps)
+                          &opt)
             else:
                 _adam_all(&self.ws, <float*>self.p_params, <float*>self.p_wt,
                           <float*>self.p_m, <float*>self.p_v, <float*>p_grad, step, lr_t,
-                          beta1, beta2, eps)
+                          &opt)
 
     def next_probs(self, int token, int pos, double temperature, double[::1] probs):
         """Feed token at position pos (the KV cache holds positions < pos) and write
@@ -727,6 +831,36 @@ cdef class Engine:
                 gpt_forward(&ws.d, <float*>self.p_params, <float*>self.p_wt, <float*>ws.rows,
                             <float*>ws.arena, ws.row_ints, doc_rows, 1, pos, ws.timers)
                 softmax_temperature(&probs[0], <float*>ws.rows + ws.d.logits + pos * ws.d.V,
+                                    ws.d.V, temperature)
+
+    def window_probs(self, const int[::1] tokens, double temperature, double[::1] probs):
+        """Feed tokens at positions 0 .. n - 1, n <= block_size, in one fresh forward
+        pass (the KV cache is overwritten), and write softmax(logits / temperature)
+        of the last position into probs (V,), in float64: the next token's
+        probabilities after a window of text."""
+        cdef Workspace* ws = &self.ws
+        cdef int n = <int>tokens.shape[0], p
+        if not (1 <= n <= ws.d.T and probs.shape[0] == ws.d.V):
+            raise ValueError("invalid window length or probs size")
+        for p in range(n):
+            if not 0 <= tokens[p] < ws.d.V:
+                raise ValueError("invalid token")
+            ws.row_ints[p] = tokens[p]
+        cdef int doc_rows[2]
+        doc_rows[0] = 0
+        doc_rows[1] = n
+        cdef Py_ssize_t last = <Py_ssize_t>(n - 1) * ws.d.V  # the last row of the logits
+        with nogil:
+            if self.itemsize == 8:
+                gpt_forward(&ws.d, <double*>self.p_params, <double*>self.p_wt,
+                            <double*>ws.rows, <double*>ws.arena, ws.row_ints, doc_rows, 1, 0,
+                            ws.timers)
+                softmax_temperature(&probs[0], <double*>ws.rows + ws.d.logits + last,
+                                    ws.d.V, temperature)
+            else:
+                gpt_forward(&ws.d, <float*>self.p_params, <float*>self.p_wt, <float*>ws.rows,
+                            <float*>ws.arena, ws.row_ints, doc_rows, 1, 0, ws.timers)
+                softmax_temperature(&probs[0], <float*>ws.rows + ws.d.logits + last,
                                     ws.d.V, temperature)
 
     def read_timers(self, thread=None):
@@ -753,7 +887,7 @@ cdef class Engine:
         {"teams": [(first thread, threads, first group, end group)], "doc_rows",
         "groups", "bounds" (each thread's first document), "adam_first" and
         "team_shares" (each team's threads' first blocks), "blocks": [(matrix,
-        nout, nin, o0, o1)]}."""
+        nout, nin, o0, o1)], "block_decay": whether weight decay applies to each}."""
         cdef Workspace* ws = &self.ws
         cdef int B = <int>doc_ids.shape[0], t
         cdef Schedule sc
@@ -775,4 +909,5 @@ cdef class Engine:
                              for k in range(sc.teams[t].size + 1)] for t in range(sc.n_teams)],
             "blocks": [(ws.blocks[k].matrix, ws.blocks[k].nout, ws.blocks[k].nin,
                         ws.blocks[k].o0, ws.blocks[k].o1) for k in range(ws.n_blocks)],
+            "block_decay": [bool(ws.blocks[k].decay) for k in range(ws.n_blocks)],
         }

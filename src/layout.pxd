@@ -42,7 +42,7 @@ cdef struct Dims:
     Py_ssize_t gains               # (N, C) each norm's gain (norm_gain), in the forward's
                                    # order: after the embedding, each layer's two, the final
     # row space: tensors of R rows
-    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its rmsnorm scale
+    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its norm's scale
     Py_ssize_t xs                  # (L + 1, R, C) residual stream entering each layer, then the output
     Py_ssize_t logits              # (R, V) logits, then their gradient
     Py_ssize_t d_x0, d_emb         # (R, C) gradients of xs[0] and of emb
@@ -55,16 +55,17 @@ cdef struct Dims:
     Py_ssize_t head_in             # (R, C) the head's input: xf, or xs[L] without final_norm
     Py_ssize_t d_xf                # (R, C) gradient of xf (final_norm)
     Py_ssize_t act0, act_size      # layer l's tensors start at act0 + l * act_size:
-    Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   rmsnorm of the layer input
+    Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   norm of the layer input, its scale
     Py_ssize_t qkv_out             #   (R, 3C)        q, k, v of every position (the KV cache)
     Py_ssize_t att                 #   (R, H, Tp)     room for each document's attention weights (attention.pxd)
     Py_ssize_t att_out             #   (R, C)         heads concatenated
     Py_ssize_t x_mid               #   (R, C)         after the attention residual
     Py_ssize_t ln2, ln2_scale      #   (R, C), (R,)
-    Py_ssize_t hidden              #   (R, F)         relu(fc1 ln2)
+    Py_ssize_t hidden              #   (R, F)         act(fc1 ln2)
+    Py_ssize_t hidden_slope        #   (R, F)         act'(fc1 ln2); no room with relu
     Py_ssize_t d_qkv               #   (R, 3C)        gradient of qkv_out
     Py_ssize_t d_mid               #   (R, C)         gradient of x_mid
-    Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (relu applied)
+    Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (act' applied)
     Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
     Py_ssize_t ln1_hat, ln2_hat    #   (R, C)         ln1, ln2 before their gains
     Py_ssize_t d_ln1, d_ln2        #   (R, C)         gradients of ln1, ln2 (norm_gain)
@@ -138,6 +139,8 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.ln2 = _take(&layer_cur, R * C)
     d.ln2_scale = _take(&layer_cur, R)
     d.hidden = _take(&layer_cur, R * F)
+    # relu's derivative is read off its output (linear.pxd's relu_backward)
+    d.hidden_slope = _take(&layer_cur, 0 if activation == ACT_RELU else R * F)
     d.d_qkv = _take(&layer_cur, R * 3 * C)
     d.d_mid = _take(&layer_cur, R * C)
     d.d_hidden = _take(&layer_cur, R * F)

@@ -27,6 +27,8 @@ from layernorm cimport layernorm_forward, layernorm_backward
 from gain cimport gain_forward, gain_backward_input
 from linear cimport (linear_forward, linear_residual_forward, linear_relu_forward,
                      linear_backward_input, relu_backward)
+from activation cimport activation_forward, activation_backward
+from layout cimport ACT_RELU
 from attention cimport attention_forward, attention_backward
 from xent cimport xent_forward_backward
 from timers cimport (lap, now, PROFILE, T_EMBED_NORM, T_PROJECTIONS, T_ATTENTION, T_MLP,
@@ -128,8 +130,15 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         _norm_forward(d, act + d.ln2 + rc, act + d.ln2_hat + rc, act + d.ln2_scale + r0,
                       act + d.x_mid + rc, _gain(d, params, 2 + 2 * l), n, C)
         t = lap(timers, T_EMBED_NORM, t)
-        linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
-                            lw + d.fc1, n, C, F)
+        if d.activation == ACT_RELU:
+            linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
+                                lw + d.fc1, n, C, F)
+        else:  # gelu, relu2 or silu in relu's place, its slope kept for the backward pass
+            linear_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc, lw + d.fc1,
+                           n, C, F)
+            activation_forward(act + d.hidden + <Py_ssize_t>r0 * F,
+                               act + d.hidden_slope + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F,
+                               d.activation)
         linear_residual_forward(x_out + rc, act + d.hidden + <Py_ssize_t>r0 * F, lw + d.fc2,
                                 act + d.x_mid + rc, n, F, C)
         t = lap(timers, T_MLP, t)
@@ -201,11 +210,15 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         act = rows + d.act0 + l * d.act_size
         x_in = rows + d.xs + <Py_ssize_t>l * R * C + rc
         d_top = act + d.d_out + rc
-        # x_out = fc2 relu(fc1 ln2) + x_mid
+        # x_out = fc2 act(fc1 ln2) + x_mid
         _zero(act + d.d_hidden + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
         linear_backward_input(act + d.d_hidden + <Py_ssize_t>r0 * F, d_top, lw + d.fc2, n, F, C)
-        relu_backward(act + d.d_hidden + <Py_ssize_t>r0 * F, act + d.hidden + <Py_ssize_t>r0 * F,
-                      <Py_ssize_t>n * F)
+        if d.activation == ACT_RELU:
+            relu_backward(act + d.d_hidden + <Py_ssize_t>r0 * F,
+                          act + d.hidden + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
+        else:
+            activation_backward(act + d.d_hidden + <Py_ssize_t>r0 * F,
+                                 act + d.hidden_slope + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
         # with gains, ln2's gradient is kept for its gain's
         d_norm = act + d.d_ln2 + rc if d.norm_gain else d_ln
         _zero(d_norm, <Py_ssize_t>n * C)

@@ -29,20 +29,24 @@ cdef enum BlockKind:
 cdef struct WeightBlock:
     int kind
     int timer              # the op group its gradient belongs to (timers.pxd)
+    bint decay             # weight decay applies: a weight matrix's rows, never a norm gain
     Py_ssize_t matrix      # offset of the whole matrix in params (and in wt)
     int nout, nin          # the matrix's shape
     int o0, o1             # this block's rows
     Py_ssize_t dout, x     # row-space tensors: dout (R, nout), x (R, nin)
 
 
-cdef inline int add_blocks(WeightBlock* out, int count, int kind, int timer, Py_ssize_t matrix,
-                     int nout, int nin, Py_ssize_t dout, Py_ssize_t x) noexcept nogil:
-    """Append the blocks of one matrix (out may be NULL to count them)."""
+cdef inline int add_blocks(WeightBlock* out, int count, int kind, int timer, bint decay,
+                           Py_ssize_t matrix, int nout, int nin, Py_ssize_t dout,
+                           Py_ssize_t x) noexcept nogil:
+    """Append the blocks of one matrix (out may be NULL to count them); decay:
+    whether weight decay applies to it (config.decays)."""
     cdef int step = <int>(block_elems(nin) // nin), o0 = 0
     while o0 < nout:
         if out != NULL:
             out[count].kind = kind
             out[count].timer = T_BACKWARD + timer
+            out[count].decay = decay
             out[count].matrix = matrix
             out[count].nout = nout
             out[count].nin = nin
@@ -60,30 +64,33 @@ cdef inline int weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
     cdef int n = 0, l, C = d.C, F = d.F
     cdef Py_ssize_t w, a
     if d.tie_embeddings:  # the scatter's d_emb is implied (engine.pxi, _block_partial)
-        n = add_blocks(out, n, TIED, T_HEAD_LOSS, d.wte, d.V, C, d.logits, d.head_in)
+        n = add_blocks(out, n, TIED, T_HEAD_LOSS, True, d.wte, d.V, C, d.logits, d.head_in)
     else:
-        n = add_blocks(out, n, TOKENS, T_EMBED_NORM, d.wte, d.V, C, d.d_emb, 0)
-    n = add_blocks(out, n, POSITIONS, T_EMBED_NORM, d.wpe, d.T, C, d.d_emb, 0)
+        n = add_blocks(out, n, TOKENS, T_EMBED_NORM, True, d.wte, d.V, C, d.d_emb, 0)
+    n = add_blocks(out, n, POSITIONS, T_EMBED_NORM, True, d.wpe, d.T, C, d.d_emb, 0)
     if not d.tie_embeddings:
-        n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, d.lm_head, d.V, C, d.logits, d.head_in)
+        n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, True, d.lm_head, d.V, C, d.logits,
+                       d.head_in)
     for l in range(d.L):
         w = d.layer0 + l * d.layer_size
         a = d.act0 + l * d.act_size
-        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.qkv, 3 * C, C, a + d.d_qkv, a + d.ln1)
-        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, w + d.wo, C, C, a + d.d_mid, a + d.att_out)
-        n = add_blocks(out, n, PRODUCT, T_MLP, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
-        n = add_blocks(out, n, PRODUCT, T_MLP, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
-    if d.norm_gain:  # one (1, C) block per norm, in the forward's order
-        n = add_blocks(out, n, GAIN, T_EMBED_NORM, d.gains, 1, C, d.d_x0, d.emb_hat)
+        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, True, w + d.qkv, 3 * C, C, a + d.d_qkv,
+                       a + d.ln1)
+        n = add_blocks(out, n, PRODUCT, T_PROJECTIONS, True, w + d.wo, C, C, a + d.d_mid,
+                       a + d.att_out)
+        n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
+        n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
+    if d.norm_gain:  # one (1, C) block per norm, in the forward's order; gains never decay
+        n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains, 1, C, d.d_x0, d.emb_hat)
         for l in range(d.L):
             a = d.act0 + l * d.act_size
-            n = add_blocks(out, n, GAIN, T_EMBED_NORM, d.gains + (1 + 2 * l) * C, 1, C,
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (1 + 2 * l) * C, 1, C,
                            a + d.d_ln1, a + d.ln1_hat)
-            n = add_blocks(out, n, GAIN, T_EMBED_NORM, d.gains + (2 + 2 * l) * C, 1, C,
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (2 + 2 * l) * C, 1, C,
                            a + d.d_ln2, a + d.ln2_hat)
         if d.final_norm:
-            n = add_blocks(out, n, GAIN, T_EMBED_NORM, d.gains + (d.n_norms - 1) * C, 1, C,
-                           d.d_xf, d.xf_hat)
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (d.n_norms - 1) * C,
+                           1, C, d.d_xf, d.xf_hat)
     return n
 
 

@@ -1,4 +1,4 @@
-# The C helpers (gemm.h, vexp.h, transpose.h) for the fused floating type.
+# The C helpers (gemm.h, vexp.h, verf.h, transpose.h) for the fused floating type.
 
 from cython cimport floating
 
@@ -20,6 +20,10 @@ cdef extern from "vexp.h" nogil:
     void mg_vexp_f32(float* x, int n)
     void mg_vexp_f64(double* x, int n)
 
+cdef extern from "verf.h" nogil:
+    void mg_verf_f32(float* x, Py_ssize_t n)
+    void mg_verf_f64(double* x, Py_ssize_t n)
+
 
 cdef inline void gemm(floating* out, Py_ssize_t ldc, const floating* a, Py_ssize_t sam,
                       Py_ssize_t sak, const floating* b, Py_ssize_t ldb, int M, int N, int K,
@@ -37,6 +41,14 @@ cdef inline void vexp(floating* x, int n) noexcept nogil:
         mg_vexp_f32(x, n)
     else:
         mg_vexp_f64(x, n)
+
+
+cdef inline void verf(floating* x, Py_ssize_t n) noexcept nogil:
+    """x[i] = erf(x[i]) for i < n; see verf.h."""
+    if floating is float:
+        mg_verf_f32(x, n)
+    else:
+        mg_verf_f64(x, n)
 
 
 cdef inline void transpose(floating* dst, Py_ssize_t ldd, const floating* src, Py_ssize_t lds,

@@ -1,17 +1,24 @@
-/* The vector width of the C helpers (gemm.h, vexp.h, transpose.h), in one place.
+/* The vector width of the C helpers (gemm.h, vexp.h, verf.h, activation.h, transpose.h),
+ * in one place.
  *
  * The compiler's target picks it: with AVX-512 (__AVX512F__) 512-bit vectors,
- * with AVX2 and FMA 256-bit ones; elsewhere MG_VEC is 0 and each helper takes
- * its scalar path. Per element type S (f32 for float, f64 for double):
+ * with AVX2 and FMA 256-bit ones; elsewhere MG_VEC is 0, gemm.h, vexp.h and
+ * transpose.h take their scalar paths, and the layer has one lane (plain float
+ * and double, for the helpers written once over it: vexp.h's one-vector exp,
+ * verf.h, activation.h; there fma and fnma round twice). Per element type S
+ * (f32 for float, f64 for double):
  *
  *   mg_vS, MG_LANES_S       the vector type and its number of lanes
  *   mg_mask_S               which lanes a partial load or store touches;
  *                           mg_mask_S_n(n) selects the first n
  *   load, store, mload, mstore (masked: other lanes read as 0, left as they are),
- *   set1, zero, add, mul, max, fma (a b + c), fnma (c - a b), one rounding each
+ *   set1, zero, add, sub, mul, div, fma (a b + c), fnma (c - a b), one rounding each
+ *   max(a, b)               b where either is NaN
+ *   abs, copysign(y, x)     |y| with the sign of x
  *   round                   to the nearest whole number, ties to even
  *   exp2i                   2^k for whole k in the normal exponent range
  *   keep_ge(y, x, lo)       y where x >= lo, else +0 (also where x is NaN)
+ *   where_lt(a, b, x, y)    x where a < b, else y (also where a or b is NaN)
  *
  * and for the transpose, on 64-bit units (casts mg_as_f64, mg_as_f32):
  *
@@ -34,9 +41,9 @@
 #define MG_VEC 0
 #endif
 
+#define MG_INLINE static inline __attribute__((always_inline))
 #if MG_VEC
 #include <immintrin.h>
-#define MG_INLINE static inline __attribute__((always_inline))
 #endif
 
 #if MG_VEC == 512
@@ -68,6 +75,31 @@ MG_INLINE mg_vf32 mg_mul_f32(mg_vf32 a, mg_vf32 b) { return _mm512_mul_ps(a, b);
 MG_INLINE mg_vf64 mg_mul_f64(mg_vf64 a, mg_vf64 b) { return _mm512_mul_pd(a, b); }
 MG_INLINE mg_vf32 mg_max_f32(mg_vf32 a, mg_vf32 b) { return _mm512_max_ps(a, b); }
 MG_INLINE mg_vf64 mg_max_f64(mg_vf64 a, mg_vf64 b) { return _mm512_max_pd(a, b); }
+MG_INLINE mg_vf32 mg_sub_f32(mg_vf32 a, mg_vf32 b) { return _mm512_sub_ps(a, b); }
+MG_INLINE mg_vf64 mg_sub_f64(mg_vf64 a, mg_vf64 b) { return _mm512_sub_pd(a, b); }
+MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return _mm512_div_ps(a, b); }
+MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return _mm512_div_pd(a, b); }
+/* the sign is the top bit: integer logic on it */
+MG_INLINE mg_vf32 mg_abs_f32(mg_vf32 x) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x),
+                                                _mm512_set1_epi32(0x7fffffff)));
+}
+MG_INLINE mg_vf64 mg_abs_f64(mg_vf64 x) {
+    return _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(x),
+                                                _mm512_set1_epi64(0x7fffffffffffffffLL)));
+}
+MG_INLINE mg_vf32 mg_copysign_f32(mg_vf32 y, mg_vf32 x) {
+    __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    return _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_andnot_si512(sign, _mm512_castps_si512(y)),
+        _mm512_and_si512(sign, _mm512_castps_si512(x))));
+}
+MG_INLINE mg_vf64 mg_copysign_f64(mg_vf64 y, mg_vf64 x) {
+    __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000uLL);
+    return _mm512_castsi512_pd(_mm512_or_si512(
+        _mm512_andnot_si512(sign, _mm512_castpd_si512(y)),
+        _mm512_and_si512(sign, _mm512_castpd_si512(x))));
+}
 MG_INLINE mg_vf32 mg_fma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return _mm512_fmadd_ps(a, b, c); }
 MG_INLINE mg_vf64 mg_fma_f64(mg_vf64 a, mg_vf64 b, mg_vf64 c) { return _mm512_fmadd_pd(a, b, c); }
 MG_INLINE mg_vf32 mg_fnma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return _mm512_fnmadd_ps(a, b, c); }
@@ -93,6 +125,12 @@ MG_INLINE mg_vf32 mg_keep_ge_f32(mg_vf32 y, mg_vf32 x, mg_vf32 lo) {
 }
 MG_INLINE mg_vf64 mg_keep_ge_f64(mg_vf64 y, mg_vf64 x, mg_vf64 lo) {
     return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GE_OQ), y);
+}
+MG_INLINE mg_vf32 mg_where_lt_f32(mg_vf32 a, mg_vf32 b, mg_vf32 x, mg_vf32 y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+}
+MG_INLINE mg_vf64 mg_where_lt_f64(mg_vf64 a, mg_vf64 b, mg_vf64 x, mg_vf64 y) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_LT_OQ), y, x);
 }
 MG_INLINE mg_vf64 mg_as_f64(mg_vf32 x) { return _mm512_castps_pd(x); }
 MG_INLINE mg_vf32 mg_as_f32(mg_vf64 x) { return _mm512_castpd_ps(x); }
@@ -143,6 +181,24 @@ MG_INLINE mg_vf32 mg_mul_f32(mg_vf32 a, mg_vf32 b) { return _mm256_mul_ps(a, b);
 MG_INLINE mg_vf64 mg_mul_f64(mg_vf64 a, mg_vf64 b) { return _mm256_mul_pd(a, b); }
 MG_INLINE mg_vf32 mg_max_f32(mg_vf32 a, mg_vf32 b) { return _mm256_max_ps(a, b); }
 MG_INLINE mg_vf64 mg_max_f64(mg_vf64 a, mg_vf64 b) { return _mm256_max_pd(a, b); }
+MG_INLINE mg_vf32 mg_sub_f32(mg_vf32 a, mg_vf32 b) { return _mm256_sub_ps(a, b); }
+MG_INLINE mg_vf64 mg_sub_f64(mg_vf64 a, mg_vf64 b) { return _mm256_sub_pd(a, b); }
+MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return _mm256_div_ps(a, b); }
+MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return _mm256_div_pd(a, b); }
+MG_INLINE mg_vf32 mg_abs_f32(mg_vf32 x) {
+    return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+}
+MG_INLINE mg_vf64 mg_abs_f64(mg_vf64 x) {
+    return _mm256_and_pd(x, _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL)));
+}
+MG_INLINE mg_vf32 mg_copysign_f32(mg_vf32 y, mg_vf32 x) {
+    __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    return _mm256_or_ps(_mm256_andnot_ps(sign, y), _mm256_and_ps(sign, x));
+}
+MG_INLINE mg_vf64 mg_copysign_f64(mg_vf64 y, mg_vf64 x) {
+    __m256d sign = _mm256_castsi256_pd(_mm256_set1_epi64x((long long)0x8000000000000000uLL));
+    return _mm256_or_pd(_mm256_andnot_pd(sign, y), _mm256_and_pd(sign, x));
+}
 MG_INLINE mg_vf32 mg_fma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return _mm256_fmadd_ps(a, b, c); }
 MG_INLINE mg_vf64 mg_fma_f64(mg_vf64 a, mg_vf64 b, mg_vf64 c) { return _mm256_fmadd_pd(a, b, c); }
 MG_INLINE mg_vf32 mg_fnma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return _mm256_fnmadd_ps(a, b, c); }
@@ -168,6 +224,12 @@ MG_INLINE mg_vf32 mg_keep_ge_f32(mg_vf32 y, mg_vf32 x, mg_vf32 lo) {
 MG_INLINE mg_vf64 mg_keep_ge_f64(mg_vf64 y, mg_vf64 x, mg_vf64 lo) {
     return _mm256_and_pd(y, _mm256_cmp_pd(x, lo, _CMP_GE_OQ));
 }
+MG_INLINE mg_vf32 mg_where_lt_f32(mg_vf32 a, mg_vf32 b, mg_vf32 x, mg_vf32 y) {
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
+}
+MG_INLINE mg_vf64 mg_where_lt_f64(mg_vf64 a, mg_vf64 b, mg_vf64 x, mg_vf64 y) {
+    return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_LT_OQ));
+}
 MG_INLINE mg_vf64 mg_as_f64(mg_vf32 x) { return _mm256_castps_pd(x); }
 MG_INLINE mg_vf32 mg_as_f32(mg_vf64 x) { return _mm256_castpd_ps(x); }
 MG_INLINE mg_vf32 mg_interleave_lo_f32(mg_vf32 a, mg_vf32 b) { return _mm256_unpacklo_ps(a, b); }
@@ -177,6 +239,75 @@ MG_INLINE mg_vf64 mg_zip_lo_f64(mg_vf64 a, mg_vf64 b, int g) {
 }
 MG_INLINE mg_vf64 mg_zip_hi_f64(mg_vf64 a, mg_vf64 b, int g) {
     return g == 1 ? _mm256_unpackhi_pd(a, b) : _mm256_permute2f128_pd(a, b, 0x31);
+}
+
+#else
+
+/* one lane: the same operations on plain numbers (no transpose units) */
+typedef float mg_vf32;
+typedef double mg_vf64;
+typedef int mg_mask_f32;  /* whether the one lane is selected */
+typedef int mg_mask_f64;
+#define MG_LANES_f32 1
+#define MG_LANES_f64 1
+
+MG_INLINE mg_mask_f32 mg_mask_f32_n(int n) { return n > 0; }
+MG_INLINE mg_mask_f64 mg_mask_f64_n(int n) { return n > 0; }
+MG_INLINE mg_vf32 mg_load_f32(const float* p) { return *p; }
+MG_INLINE mg_vf64 mg_load_f64(const double* p) { return *p; }
+MG_INLINE mg_vf32 mg_mload_f32(const float* p, mg_mask_f32 m) { return m ? *p : 0.0f; }
+MG_INLINE mg_vf64 mg_mload_f64(const double* p, mg_mask_f64 m) { return m ? *p : 0.0; }
+MG_INLINE void mg_store_f32(float* p, mg_vf32 x) { *p = x; }
+MG_INLINE void mg_store_f64(double* p, mg_vf64 x) { *p = x; }
+MG_INLINE void mg_mstore_f32(float* p, mg_mask_f32 m, mg_vf32 x) { if (m) *p = x; }
+MG_INLINE void mg_mstore_f64(double* p, mg_mask_f64 m, mg_vf64 x) { if (m) *p = x; }
+MG_INLINE mg_vf32 mg_set1_f32(float a) { return a; }
+MG_INLINE mg_vf64 mg_set1_f64(double a) { return a; }
+MG_INLINE mg_vf32 mg_zero_f32(void) { return 0.0f; }
+MG_INLINE mg_vf64 mg_zero_f64(void) { return 0.0; }
+MG_INLINE mg_vf32 mg_add_f32(mg_vf32 a, mg_vf32 b) { return a + b; }
+MG_INLINE mg_vf64 mg_add_f64(mg_vf64 a, mg_vf64 b) { return a + b; }
+MG_INLINE mg_vf32 mg_sub_f32(mg_vf32 a, mg_vf32 b) { return a - b; }
+MG_INLINE mg_vf64 mg_sub_f64(mg_vf64 a, mg_vf64 b) { return a - b; }
+MG_INLINE mg_vf32 mg_mul_f32(mg_vf32 a, mg_vf32 b) { return a * b; }
+MG_INLINE mg_vf64 mg_mul_f64(mg_vf64 a, mg_vf64 b) { return a * b; }
+MG_INLINE mg_vf32 mg_div_f32(mg_vf32 a, mg_vf32 b) { return a / b; }
+MG_INLINE mg_vf64 mg_div_f64(mg_vf64 a, mg_vf64 b) { return a / b; }
+/* max as the vector instructions: b where either is NaN */
+MG_INLINE mg_vf32 mg_max_f32(mg_vf32 a, mg_vf32 b) { return a > b ? a : b; }
+MG_INLINE mg_vf64 mg_max_f64(mg_vf64 a, mg_vf64 b) { return a > b ? a : b; }
+MG_INLINE mg_vf32 mg_fma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return a * b + c; }
+MG_INLINE mg_vf64 mg_fma_f64(mg_vf64 a, mg_vf64 b, mg_vf64 c) { return a * b + c; }
+MG_INLINE mg_vf32 mg_fnma_f32(mg_vf32 a, mg_vf32 b, mg_vf32 c) { return c - a * b; }
+MG_INLINE mg_vf64 mg_fnma_f64(mg_vf64 a, mg_vf64 b, mg_vf64 c) { return c - a * b; }
+MG_INLINE mg_vf32 mg_abs_f32(mg_vf32 x) { return __builtin_fabsf(x); }
+MG_INLINE mg_vf64 mg_abs_f64(mg_vf64 x) { return __builtin_fabs(x); }
+MG_INLINE mg_vf32 mg_copysign_f32(mg_vf32 y, mg_vf32 x) { return __builtin_copysignf(y, x); }
+MG_INLINE mg_vf64 mg_copysign_f64(mg_vf64 y, mg_vf64 x) { return __builtin_copysign(y, x); }
+/* adding and taking away 1.5 * 2^(significand bits) leaves x rounded (ties to
+ * even, as the current mode rounds) for |x| < 2^22 (float) or 2^51 (double),
+ * without a call to libm's rint */
+MG_INLINE mg_vf32 mg_round_f32(mg_vf32 x) { return (x + 12582912.0f) - 12582912.0f; }
+MG_INLINE mg_vf64 mg_round_f64(mg_vf64 x) {
+    return (x + 6755399441055744.0) - 6755399441055744.0;
+}
+MG_INLINE mg_vf32 mg_exp2i_f32(mg_vf32 k) {
+    union { unsigned int u; float f; } bits;
+    bits.u = (unsigned int)((int)k + 127) << 23;
+    return bits.f;
+}
+MG_INLINE mg_vf64 mg_exp2i_f64(mg_vf64 k) {
+    union { unsigned long long u; double f; } bits;
+    bits.u = (unsigned long long)((long long)k + 1023) << 52;
+    return bits.f;
+}
+MG_INLINE mg_vf32 mg_keep_ge_f32(mg_vf32 y, mg_vf32 x, mg_vf32 lo) { return x >= lo ? y : 0.0f; }
+MG_INLINE mg_vf64 mg_keep_ge_f64(mg_vf64 y, mg_vf64 x, mg_vf64 lo) { return x >= lo ? y : 0.0; }
+MG_INLINE mg_vf32 mg_where_lt_f32(mg_vf32 a, mg_vf32 b, mg_vf32 x, mg_vf32 y) {
+    return a < b ? x : y;
+}
+MG_INLINE mg_vf64 mg_where_lt_f64(mg_vf64 a, mg_vf64 b, mg_vf64 x, mg_vf64 y) {
+    return a < b ? x : y;
 }
 
 #endif

@@ -1,4 +1,5 @@
-/* In-place exp of an array, x[i] = exp(x[i]), for softmax arguments (x <= 0).
+/* In-place exp of an array, x[i] = exp(x[i]), for softmax arguments (x <= 0),
+ * and mg_exp_vS, the exp of one vector (x <= 0), for the activations.
  *
  * With vectors (vec.h): exp(x) = 2^k exp(r), k = round(x / ln 2),
  * r = x - k ln 2 (Cody-Waite: ln 2 split in a high part exact in k * ln2_hi
@@ -7,7 +8,9 @@
  * about one ulp, so float64 still reproduces the original's output. Arguments
  * below the smallest normal result give 0 (as do flushed denormals). The
  * last partial vector is a masked load and store.
- * Elsewhere: libm's exp, one element at a time.
+ * Elsewhere: the array exp is libm's, one element at a time (the softmax of
+ * the scalar builds keeps libm's bits); mg_exp_vS is the same method on
+ * vec.h's one lane (fma and fnma rounding twice there).
  */
 #ifndef MICROGPT_FAST_VEXP_H
 #define MICROGPT_FAST_VEXP_H
@@ -15,8 +18,6 @@
 #include <math.h>
 
 #include "vec.h"
-
-#if MG_VEC
 
 /* 1/n! for n = 13 .. 0 */
 static const double mg_exp_taylor_f64[] = {
@@ -38,7 +39,7 @@ static const float mg_exp_taylor_f32[] = {
 #define MG_EXP_LOWEST_f32 (-86.0f)
 #define MG_EXP_MIN_K_f32 (-125.0f)
 
-#define MG_DEFINE_VEXP(T, S)                                                               \
+#define MG_DEFINE_EXP(T, S)                                                                \
 MG_INLINE mg_v##S mg_exp_v##S(mg_v##S x) {                                                 \
     mg_v##S k = mg_round_##S(mg_mul_##S(x, mg_set1_##S(MG_EXP_LOG2E_##S)));               \
     mg_v##S r = mg_fnma_##S(k, mg_set1_##S(MG_EXP_LN2_HI_##S), x);                        \
@@ -49,8 +50,14 @@ MG_INLINE mg_v##S mg_exp_v##S(mg_v##S x) {                                      
         p = mg_fma_##S(p, r, mg_set1_##S(mg_exp_taylor_##S[i]));                           \
     mg_v##S y = mg_mul_##S(p, mg_exp2i_##S(mg_max_##S(k, mg_set1_##S(MG_EXP_MIN_K_##S)))); \
     return mg_keep_ge_##S(y, x, mg_set1_##S(MG_EXP_LOWEST_##S));                           \
-}                                                                                          \
-                                                                                           \
+}
+
+MG_DEFINE_EXP(float, f32)
+MG_DEFINE_EXP(double, f64)
+
+#if MG_VEC
+
+#define MG_DEFINE_VEXP(T, S)                                                               \
 static inline void mg_vexp_##S(T* x, int n) {                                              \
     const int L = MG_LANES_##S;                                                            \
     int i = 0;                                                                             \

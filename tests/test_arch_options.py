@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 
+from microgpt_fast import TrainConfig, Trainer, load_checkpoint
 from microgpt_fast.config import GPTConfig, init_params, on_off, param_layout
 
 from helpers import assert_cli_error, run_cli
@@ -133,3 +134,37 @@ def test_options_train_from_the_command_line(tmp_path):
                       "--num-samples", "1"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "num params: 3168" in result.stdout  # 27*16*2 + 16*16 + 4*256 + 2*512
+
+
+def loss_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("step ")]
+
+
+def test_activation_trains_from_the_command_line(tmp_path):
+    base = ["--steps", "3", "--n-embd", "8", "--n-head", "2", "--num-samples", "1"]
+    relu = run_cli(base, tmp_path)
+    for activation in ("gelu", "relu2", "silu"):
+        result = run_cli(base + ["--activation", activation], tmp_path)
+        assert result.returncode == 0, result.stderr
+        steps = loss_lines(result.stdout)
+        assert len(steps) == 3
+        # the same weights through another activation: other losses from the first step
+        assert steps[0] != loss_lines(relu.stdout)[0]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_a_checkpoint_keeps_its_activation(tmp_path, activation):
+    """Resumed from a checkpoint, a run goes on with the activation it was saved
+    with: the bits of a run that never stopped."""
+    cfg = GPTConfig(n_embd=8, n_head=2, block_size=8, activation=activation)
+    tc = TrainConfig(steps=20, batch_size=2)
+    whole = Trainer(cfg, tc, threads=1)
+    whole.train()
+    first = Trainer(cfg, tc, threads=1)
+    first.train(10)
+    first.save(tmp_path / "half.npz")
+    resumed = load_checkpoint(tmp_path / "half.npz")
+    assert resumed.config.activation == activation
+    resumed.train()
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    np.testing.assert_array_equal(resumed.model.params, whole.model.params)

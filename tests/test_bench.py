@@ -94,3 +94,15 @@ def test_breakdown_with_more_threads_than_cores(tmp_path):
                         "--peak-size", "256", "--breakdown"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "thread 0 documents" in result.stdout and "thread 63" not in result.stdout
+
+
+def test_bench_on_text_windows(tmp_path):
+    """--data shakespeare reads the text format: every document of every row is a
+    window of 16 predictions (the default block); lines of the play average fewer."""
+    result = run_bench(QUICK + ["--data", "shakespeare", "--no-exact", "--json", "b.json"],
+                       tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["engine"] for r in rows] == ["reference", "generic"]
+    for r in rows:  # positions per document = tokens/s x s/doc
+        assert r["tokens_per_s"] * r["us_per_doc"] / 1e6 == pytest.approx(16)

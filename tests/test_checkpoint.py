@@ -467,6 +467,7 @@ CONFLICTS = {
     "seed": ["--seed", "7"],
     "val-fraction": ["--val-fraction", "0.2"],
     "steps": ["--steps", "100"],
+    "activation": ["--activation", "gelu"],
     "norm": ["--norm", "layernorm"],
     "tie-embeddings": ["--tie-embeddings", "on"],
 }

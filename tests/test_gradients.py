@@ -41,6 +41,16 @@ CASES = [
     (6, 3, 2, 5, 3, "names_ds", {"mlp_ratio": 1}),
     (9, 3, 1, 12, 2, "unicode_ds", {"mlp_ratio": 3}),
     (8, 2, 2, 8, 2, "names_ds", {"init": "gpt2"}),
+    # each activation at the small init and the large one (pre-activations past
+    # erf's switch at |x / sqrt 2| = 1, silu's exp of large arguments), hidden
+    # widths from 5 to 40 (full vectors and remainders)
+    (6, 3, 2, 5, 3, "names_ds", {"activation": "gelu"}),
+    (9, 3, 1, 12, 2, "unicode_ds", {"activation": "gelu", "mlp_ratio": 3}),
+    (8, 2, 2, 8, 2, "names_ds", {"activation": "silu", "mlp_ratio": 2}),
+    (5, 1, 1, 9, 2, "unicode_ds", {"activation": "silu", "mlp_ratio": 1}),
+    (10, 2, 2, 11, 2, "names_ds", {"activation": "relu2"}),
+    (7, 1, 1, 16, 1, "unicode_ds", {"activation": "relu2", "mlp_ratio": 3}),
+    # the norm options, alone and together
     (6, 3, 2, 5, 3, "names_ds", {"norm": "layernorm"}),
     (9, 3, 1, 12, 2, "unicode_ds", {"norm_gain": True}),
     (5, 1, 2, 9, 2, "names_ds", {"final_norm": True}),
@@ -50,6 +60,8 @@ CASES = [
                                   "tie_embeddings": True}),
     (8, 2, 2, 8, 3, "names_ds", {"norm": "layernorm", "norm_gain": True, "final_norm": True,
                                  "tie_embeddings": True}),
+    (9, 3, 2, 7, 2, "unicode_ds", {"norm": "layernorm", "norm_gain": True,
+                                   "tie_embeddings": True, "activation": "gelu"}),
 ]
 
 
@@ -171,7 +183,18 @@ def test_loss_and_grad_repeatable_and_leaves_no_state(names_ds):
 # ---------------------------------------------------------------------------
 # Central differences of the compiled float64 loss
 
-FD_CASES = [0, 3, 4, 6, 9, 19, 21]  # indices into CASES; 19: layernorm + gain, 21: all four
+def case_index(**options) -> int:
+    """The index in CASES of the case with exactly these architecture options."""
+    return next(i for i, case in enumerate(CASES) if case[6:] == (options,))
+
+
+# indices into CASES: relu, then gelu and silu, then layernorm with gains and all
+# four norm options
+FD_CASES = [0, 3, 4, 6, 9, case_index(activation="gelu", mlp_ratio=3),
+            case_index(activation="silu", mlp_ratio=2),
+            case_index(norm="layernorm", norm_gain=True),
+            case_index(norm="layernorm", norm_gain=True, final_norm=True,
+                       tie_embeddings=True)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -48,6 +48,23 @@ def test_one_and_two_threads_give_identical_bits(names_ds, kernel, dtype, batch)
     assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
 
 
+@needs_two_cores
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", ["gelu", "relu2", "silu"])
+def test_each_activation_gives_identical_bits_on_two_threads(names_ds, activation, dtype):
+    kernel = KERNELS[-1]
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2, n_layer=2,
+                    activation=activation, mlp_ratio=3)
+    one, losses1 = _train(names_ds, kernel, dtype, 1, 8, 20, cfg)
+    two, losses2 = _train(names_ds, kernel, dtype, 2, 8, 20, cfg)
+    assert two.threads == 2
+    assert np.array_equal(losses1, losses2)
+    assert np.array_equal(one.params, two.params)
+    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+
+
 # the norm options (GPTConfig), all on, with each norm
 NORM_OPTIONS = [{"norm": "layernorm", "norm_gain": True, "final_norm": True,
                  "tie_embeddings": True},

@@ -2,6 +2,12 @@
 line, then the files (--json, --csv, --plot) and the ranked table.
 
     python -m microgpt_fast.sweep --grid learning_rate=0.003,0.01 --repeat 3 --json s.json
+    python -m microgpt_fast.sweep --data shakespeare --block-size 32 --steps 300 \
+        --grid n_embd=32,64 --batch-size 8 --dtype float32
+
+--data names the bundled names (the default) or shakespeare, or a file; every
+run reads it in --data-format (default: the data's own, text for shakespeare)
+or the format a --grid gives. The JSON report records the data and its format.
 
 Exit codes: 0; 1 when every run failed; 2 for bad input; 128 + the signal's
 number when Ctrl-C, SIGTERM or SIGHUP stopped it (the finished runs are kept).
@@ -17,7 +23,7 @@ import time
 from ..cli import (ClosedReaderSafe, Parser, StopSignals, add_config_flags, check_at_least,
                    run_guarded)
 from ..config import GPTConfig, RunOptions, TrainConfig
-from ..data import load_dataset
+from ..data import data_source, load_data, natural_format
 from ..kernels import cpu_count, load_kernel
 from ..paths import check_output
 from ..plots import plot_sweep, pyplot
@@ -109,8 +115,11 @@ def command(args, stop: StopSignals | None = None) -> int:
             check_output(flag, getattr(args, flag[2:]), image=(flag == "--plot"))
         if args.plot:
             pyplot("--plot")
-        if args.data is not None:
-            load_dataset(args.data, random.Random(0))  # a bad file is one error, not one per run
+        data_formats = sorted(set(grid.get("data_format", [args.data_format
+                                                            or natural_format(args.data)])))
+        for data_format in data_formats:
+            # a bad file is one error, not one per run
+            load_data(args.data, data_format, random.Random(0), args.block_size or 1, 0)
         if not args.dask:
             # the local workers load what --kernel or $MICROGPT_FAST_KERNEL names;
             # Dask workers have their own environment and CPUs
@@ -126,8 +135,8 @@ def command(args, stop: StopSignals | None = None) -> int:
             cleanup.callback(executor.close)
         where = (f"Dask scheduler {args.dask}" if args.dask
                  else f"{min(args.workers or cpu_count(), total)} worker processes")
-        print(f"sweep: {len(settings)} settings x {args.repeat} seeds = {total} runs on {where}",
-              file=sys.stderr)
+        print(f"sweep: {len(settings)} settings x {args.repeat} seeds = {total} runs on {where}; "
+              f"data {data_source(args.data)} ({', '.join(data_formats)})", file=sys.stderr)
         line = StatusLine(sys.stderr, enabled=not args.no_progress)
         start = time.perf_counter()
         failed, best = 0, None  # best: (loss, setting)
@@ -151,7 +160,8 @@ def command(args, stop: StopSignals | None = None) -> int:
         rows = summarize(results)
         # the files first: a reader of stdout that went away must not cost them
         if args.json:
-            write_json(args.json, results, rows, names, fixed, elapsed)
+            write_json(args.json, results, rows, names, fixed, elapsed,
+                       {"data": data_source(args.data), "data_format": data_formats})
         if args.csv:
             write_csv(args.csv, results, names)
         if args.plot and results:

@@ -91,11 +91,12 @@ def write_csv(path: str, results: list[dict], fields_: list[str]) -> None:
 
 
 def write_json(path: str, results: list[dict], rows: list[dict], swept: list[str],
-               fixed: dict, elapsed_s: float) -> None:
-    """The swept and fixed fields, the time taken, whether it was interrupted,
+               fixed: dict, elapsed_s: float, data: dict | None = None) -> None:
+    """The data ({"data": its name or path, "data_format": the formats read}),
+    the swept and fixed fields, the time taken, whether it was interrupted,
     summarize's rows and every run in id order."""
     with open(path, "w") as f:
-        json.dump({"swept": swept, "fixed": fixed, "elapsed_s": elapsed_s,
+        json.dump({**(data or {}), "swept": swept, "fixed": fixed, "elapsed_s": elapsed_s,
                    "interrupted": getattr(results, "interrupted", False), "settings": rows,
                    "runs": sorted(results, key=lambda r: r["id"])}, f, indent=1)
         f.write("\n")

@@ -9,8 +9,8 @@ import concurrent.futures as cf
 import contextlib
 import itertools
 import logging
-import os
 
+from ..data import data_source
 from ..kernels import cpu_count, load_kernel
 from .pool import run_on_workers
 from .space import DEFAULTS, SweepError, field_type, make_settings
@@ -32,13 +32,16 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
 
     grid: {field: [values]}; ranges: {field: (low, high, "lin"|"log")} with
     n_random draws; fixed: other config fields for every run (seed is the first
-    seed). executor: any object with submit() returning concurrent.futures
-    futures; a dask.distributed Client is used through its get_executor().
-    Without one, `workers` local worker processes run the sweep (default: one
-    per core); a worker that dies fails the run it held, and a new one takes
-    its place. on_result(result, done, total) is called as each run finishes.
-    On KeyboardInterrupt the workers are killed, the queued runs cancelled and
-    the finished ones returned; `interrupted` is then set on the list.
+    seed). data: a bundled dataset's name ("names", the default, or
+    "shakespeare") or a file, read in each run's data_format (by default the
+    data's own: text for shakespeare, lines otherwise). executor: any object
+    with submit() returning concurrent.futures futures; a dask.distributed
+    Client is used through its get_executor(). Without one, `workers` local
+    worker processes run the sweep (default: one per core); a worker that dies
+    fails the run it held, and a new one takes its place. on_result(result,
+    done, total) is called as each run finishes. On KeyboardInterrupt the
+    workers are killed, the queued runs cancelled and the finished ones
+    returned; `interrupted` is then set on the list.
     """
     fixed = dict(fixed or {})
     for name in fixed:
@@ -51,7 +54,7 @@ def run(grid: dict[str, list] | None = None, ranges: dict[str, tuple] | None = N
     if executor is None:
         load_kernel(kernel)  # a bad name (or $MICROGPT_FAST_KERNEL) fails once, not every run
     first_seed = fixed.pop("seed", DEFAULTS["seed"])
-    data = None if data is None else os.path.abspath(os.fspath(data))
+    data = data_source(data)  # a name, or a path that workers elsewhere can open
     tasks = [{"id": i, "setting": setting, "seed": setting.get("seed", first_seed) + k,
               "fixed": fixed, "data": data, "kernel": kernel}
              for i, (setting, k) in enumerate(itertools.product(settings, range(repeat)))]

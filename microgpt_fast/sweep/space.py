@@ -21,6 +21,10 @@ MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig) if f.name != "vocab_size"
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 SWEEPABLE = MODEL_FIELDS + TRAIN_FIELDS
 DEFAULTS = {**GPTConfig().to_dict(), **TrainConfig().to_dict()}
+# the type of each field's values: its default's, or the declared one where the
+# default is None (a default that depends on the data, such as val_fraction)
+_TYPES = {f.name: f.metadata.get("type", type(f.default))
+          for cls in (GPTConfig, TrainConfig) for f in fields(cls)}
 
 
 class SweepError(ValueError):
@@ -31,7 +35,7 @@ def field_type(name: str) -> type:
     """The type of a sweepable field's values, or SweepError naming the choices."""
     if name not in SWEEPABLE:
         raise SweepError(f"unknown field {name!r}: choose from {', '.join(SWEEPABLE)}")
-    return type(DEFAULTS[name])
+    return _TYPES[name]
 
 
 def _parse_value(name: str, text: str):

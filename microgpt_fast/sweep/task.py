@@ -1,6 +1,8 @@
 """One run of a sweep: the task a worker is given and the result it gives back.
 
-A task is {"id", "setting", "seed", "fixed", "data", "kernel"}; a result is
+A task is {"id", "setting", "seed", "fixed", "data", "kernel"} (data: a bundled
+dataset's name or an absolute path; its format is the data_format field of
+the setting, or of fixed, else the data's own); a result is
 the task's id, setting and seed with status ("ok", "diverged", "error"),
 final_loss, val_loss, steps, seconds and error. Both are plain JSON, so that
 they cross a pipe to a local worker process or the network to a Dask worker.
@@ -33,8 +35,8 @@ def run_one(task: dict) -> dict:
 
     Returns the task's id, setting and seed with status ("ok", "diverged",
     "error"), final_loss (mean loss of the last tenth of the steps), val_loss
-    (when val_fraction > 0), seconds (wall time of the whole run) and error (a
-    message, or None).
+    (when val_fraction, given or the data format's default, is > 0), seconds
+    (wall time of the whole run) and error (a message, or None).
     """
     from ..trainer import Trainer, TrainingDiverged  # in the worker process
 
@@ -47,7 +49,7 @@ def run_one(task: dict) -> dict:
         losses = trainer.train()
         result["steps"] = len(losses)
         result["final_loss"] = float(losses[-max(1, len(losses) // 10):].mean())
-        if tc.val_fraction > 0:
+        if trainer.val_dataset is not None:  # val_fraction > 0, given or the data's default
             result["val_loss"] = trainer.evaluate()
     except TrainingDiverged as exc:
         result.update(status="diverged", error=str(exc))
