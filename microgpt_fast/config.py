@@ -33,9 +33,6 @@ LR_SCHEDULES = ("linear", "cosine", "constant")
 NORMS = ("rmsnorm", "layernorm")
 ACTIVATIONS = ("relu", "gelu", "relu2", "silu")
 INITS = ("microgpt", "gpt2")
-# Architecture options whose kernels are not built yet: any other value is refused.
-NOT_YET = {"norm": "rmsnorm", "norm_gain": False, "final_norm": False,
-           "tie_embeddings": False}
 
 
 def on_off(text) -> bool:
@@ -122,9 +119,6 @@ class GPTConfig:
         for name in ("norm_gain", "final_norm", "tie_embeddings"):
             _require(isinstance(getattr(self, name), bool),
                      f"{name} must be on or off, got {getattr(self, name)!r}")
-        for name, default in NOT_YET.items():
-            _require(getattr(self, name) == default,
-                     f"{name}={getattr(self, name)!r} is not available yet")
         return self
 
     @property
@@ -381,12 +375,9 @@ def configs_from(values: dict) -> tuple[GPTConfig, TrainConfig]:
             TrainConfig(**{k: v for k, v in values.items() if k in train_names}))
 
 
-def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:
-    """(name, rows, cols) of every matrix, in the flat order of the original.
-
-    A matrix "rows x cols" maps cols inputs to rows outputs. The optimizer, the
-    checkpoints and the compiled engine all use this order.
-    """
+def _matrices(cfg: GPTConfig) -> list[tuple[str, int, int]]:
+    """(name, rows, cols) of the original's matrices, lm_head included: what
+    init_params draws, in the order it draws them."""
     C, V, T, F = cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.mlp_ratio * cfg.n_embd
     layout = [("wte", V, C), ("wpe", T, C), ("lm_head", V, C)]
     for i in range(cfg.n_layer):
@@ -401,18 +392,47 @@ def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:
     return layout
 
 
+def norm_names(cfg: GPTConfig) -> list[str]:
+    """Every norm of the model, in the order of the forward pass: the one after the
+    embedding, the two of each layer (before attention, before the MLP), then the
+    final one when cfg.final_norm. With cfg.norm_gain each has a gain named
+    NAME + "_gain"."""
+    names = ["emb_norm"]
+    for i in range(cfg.n_layer):
+        names += [f"layer{i}.attn_norm", f"layer{i}.mlp_norm"]
+    return names + (["final_norm"] if cfg.final_norm else [])
+
+
+def param_layout(cfg: GPTConfig) -> list[tuple[str, int, int]]:
+    """(name, rows, cols) of every matrix, in the flat order of the original.
+
+    A matrix "rows x cols" maps cols inputs to rows outputs. The optimizer, the
+    checkpoints and the compiled engine all use this order. With
+    tie_embeddings there is no lm_head (the head reads wte); with norm_gain
+    each norm's gain (1, C) follows every matrix, in norm_names order, so that
+    the original's matrices keep their places.
+    """
+    layout = [m for m in _matrices(cfg) if not (cfg.tie_embeddings and m[0] == "lm_head")]
+    if cfg.norm_gain:
+        layout += [(f"{name}_gain", 1, cfg.n_embd) for name in norm_names(cfg)]
+    return layout
+
+
 # the matrices that write into the residual stream, scaled down by the gpt2 init
 _RESIDUAL_OUTPUTS = (".attn_wo", ".mlp_fc2")
 
 
 def init_params(cfg: GPTConfig, rng, std: float | None = None) -> list[float]:
-    """Draw every parameter from rng.gauss(0, std), row by row, in flat order.
+    """Draw every matrix from rng.gauss(0, std), row by row, in flat order; every
+    gain starts at 1.
 
     std: the microgpt init's 0.08 for every matrix; the gpt2 init's 0.02, and
     0.02 / sqrt(2 n_layer) for the residual output projections (attn_wo,
     mlp_fc2). A given std overrides both. Both engines start from these numbers,
     so the random stream stays the original's: after this call it continues
-    into sampling.
+    into sampling. The draws are the same whatever the options: the gains take
+    none, and a tied model still draws lm_head's numbers (and drops them), so
+    that its other matrices and the stream after init are the untied model's.
     """
     def std_of(name: str) -> float:
         if std is not None:
@@ -421,5 +441,7 @@ def init_params(cfg: GPTConfig, rng, std: float | None = None) -> list[float]:
             return 0.08
         return 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(_RESIDUAL_OUTPUTS) else 0.02
 
-    return [rng.gauss(0, s) for name, rows, cols in param_layout(cfg)
-            for s in [std_of(name)] for _ in range(rows * cols)]
+    drawn = {name: [rng.gauss(0, s) for _ in range(rows * cols)]
+             for name, rows, cols in _matrices(cfg) for s in [std_of(name)]}
+    return [value for name, rows, cols in param_layout(cfg)
+            for value in drawn.get(name, [1.0] * (rows * cols))]

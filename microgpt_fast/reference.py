@@ -6,8 +6,10 @@ This module is the baseline of every speedup figure and the oracle of the
 tests, so it computes the way the original does: one Value node per scalar
 operation, lists of lists for matrices, a topological backward pass; numpy
 only hands the results over. It adds only what the original lacks:
-configurable sizes and batches of documents (the mean over documents of each
-document's mean loss), and the interface both engines share.
+configurable sizes, the architecture options of config.GPTConfig (layernorm,
+gains, a final norm, a tied head, the MLP width, the init), batches of
+documents (the mean over documents of each document's mean loss), and the
+interface both engines share.
 """
 
 from __future__ import annotations
@@ -127,6 +129,18 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
+def layernorm(x):
+    """(x - mean) / sqrt(var + 1e-5), the variance biased (over len(x)); no bias term."""
+    mean = sum(x) / len(x)
+    centered = [xi - mean for xi in x]
+    var = sum(ci * ci for ci in centered) / len(x)
+    scale = (var + 1e-5) ** -0.5
+    return [ci * scale for ci in centered]
+
+
+NORMS = {"rmsnorm": rmsnorm, "layernorm": layernorm}
+
+
 class ReferenceGPT:
     """The original model and its Adam optimizer over Value scalars, behind the
     same interface as engine.CompiledGPT (train, evaluate, loss_and_grad,
@@ -191,6 +205,13 @@ class ReferenceGPT:
         if v is not None:
             self.adam_v = [float(x) for x in v]
 
+    def norm(self, x, name: str):
+        """The config's norm of x, times the norm's gain `name`_gain when norm_gain."""
+        x = NORMS[self.config.norm](x)
+        if self.config.norm_gain:
+            x = [xi * gi for xi, gi in zip(x, self.state_dict[f"{name}_gain"][0])]
+        return x
+
     def gpt(self, token_id, pos_id, keys, values):
         """Logits (vocab_size Values) for one token, appending to the KV cache."""
         sd, cfg = self.state_dict, self.config
@@ -198,10 +219,10 @@ class ReferenceGPT:
         tok_emb = sd["wte"][token_id]
         pos_emb = sd["wpe"][pos_id]
         x = [t + p for t, p in zip(tok_emb, pos_emb)]
-        x = rmsnorm(x)
+        x = self.norm(x, "emb_norm")
         for li in range(cfg.n_layer):
             x_residual = x
-            x = rmsnorm(x)
+            x = self.norm(x, f"layer{li}.attn_norm")
             q = linear(x, sd[f"layer{li}.attn_wq"])
             k = linear(x, sd[f"layer{li}.attn_wk"])
             v = linear(x, sd[f"layer{li}.attn_wv"])
@@ -222,12 +243,14 @@ class ReferenceGPT:
             x = linear(x_attn, sd[f"layer{li}.attn_wo"])
             x = [a + b for a, b in zip(x, x_residual)]
             x_residual = x
-            x = rmsnorm(x)
+            x = self.norm(x, f"layer{li}.mlp_norm")
             x = linear(x, sd[f"layer{li}.mlp_fc1"])
             x = [self.activation(xi) for xi in x]
             x = linear(x, sd[f"layer{li}.mlp_fc2"])
             x = [a + b for a, b in zip(x, x_residual)]
-        return linear(x, sd["lm_head"])
+        if cfg.final_norm:
+            x = self.norm(x, "final_norm")
+        return linear(x, sd["wte" if cfg.tie_embeddings else "lm_head"])
 
     def doc_loss(self, tokens: list[int]):
         """Mean next-token loss over the first min(block_size, len - 1) positions."""

@@ -19,8 +19,9 @@ cdef inline void embedding_forward(floating* emb, const floating* wte, const flo
 
 
 cdef inline void embedding_backward(floating* dw, const floating* demb, const int* row_ids,
-                                    int R, int C, int i0, int i1) noexcept nogil:
-    """dw (i1 - i0, C) = rows i0..i1-1 of the table's gradient.
+                                    int R, int C, int i0, int i1, bint add) noexcept nogil:
+    """dw (i1 - i0, C) = rows i0..i1-1 of the table's gradient; with add, dw +=
+    (onto the head's part of a tied wte).
 
     Row r of demb (R, C) belongs to table row row_ids[r] (its token for wte, its
     position for wpe); rows are added in order r = 0, 1, ... .
@@ -28,8 +29,9 @@ cdef inline void embedding_backward(floating* dw, const floating* demb, const in
     cdef int r, c, i
     cdef floating* dw_i
     cdef const floating* demb_r
-    for i in range((i1 - i0) * C):
-        dw[i] = 0
+    if not add:
+        for i in range((i1 - i0) * C):
+            dw[i] = 0
     for r in range(R):
         i = row_ids[r]
         if i0 <= i < i1:

@@ -46,14 +46,15 @@ from layout cimport (Dims, dims_init, NORM_RMS, NORM_LAYER, ACT_RELU, ACT_GELU,
 from model cimport gpt_forward, gpt_losses, gpt_backward
 from linear cimport linear_backward_weight
 from embedding cimport embedding_backward
+from gain cimport gain_backward_weight
 from adam cimport AdamOptions, adam_update, clip_scale, sum_of_squares
 from xent cimport softmax_temperature
 from simd cimport transpose, verf
 from activation cimport activation_forward
 from timers cimport now, PROFILE, N_TIMERS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS
-from schedule cimport (GROUPS, PRODUCT, TOKENS, Schedule, Team, WeightBlock, doc_rows_of,
-                       plan_step, schedule_blocks, schedule_init, split_docs, team_of,
-                       team_share, weight_blocks)
+from schedule cimport (GROUPS, GAIN, PRODUCT, TIED, TOKENS, Schedule, Team, WeightBlock,
+                       doc_rows_of, plan_step, schedule_blocks, schedule_init, split_docs,
+                       team_of, team_share, transposed, weight_blocks)
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -171,14 +172,20 @@ cdef inline void _block_partial(const Dims* d, const WeightBlock* b, floating* p
     weights in group g's partial buffer (partials + g * P)."""
     cdef double start = now() if PROFILE else 0
     cdef floating* out = partials + g * d.P + b.matrix + <Py_ssize_t>b.o0 * b.nin
-    if b.kind == PRODUCT:
+    if b.kind == PRODUCT or b.kind == TIED:
         linear_backward_weight(out, rows + b.dout + <Py_ssize_t>r0 * b.nout,
                                rows + b.x + <Py_ssize_t>r0 * b.nin, r1 - r0, b.nin, b.nout,
                                b.o0, b.o1)
-    else:
+    if b.kind == TIED:  # then the embedding's rows, added in order onto the head's part
+        embedding_backward(out, rows + d.d_emb + <Py_ssize_t>r0 * b.nin, row_ints + r0,
+                           r1 - r0, b.nin, b.o0, b.o1, True)
+    elif b.kind == GAIN:
+        gain_backward_weight(out, rows + b.dout + <Py_ssize_t>r0 * b.nin,
+                             rows + b.x + <Py_ssize_t>r0 * b.nin, r1 - r0, b.nin)
+    elif b.kind != PRODUCT:
         embedding_backward(out, rows + b.dout + <Py_ssize_t>r0 * b.nin,
                            (row_ints if b.kind == TOKENS else row_ints + 2 * d.R) + r0,
-                           r1 - r0, b.nin, b.o0, b.o1)
+                           r1 - r0, b.nin, b.o0, b.o1, False)
     if PROFILE:
         start = now() - start
         timers[b.timer] += start
@@ -237,7 +244,7 @@ cdef inline void _copy_block(const WeightBlock* b, floating* wt, const floating*
                              double* timers) noexcept nogil:
     """The block's rows of a product's matrix into their columns of wt."""
     cdef double start = now() if PROFILE else 0
-    if b.kind == PRODUCT:
+    if transposed(b):
         _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
     if PROFILE:
         start = now() - start
@@ -297,12 +304,13 @@ cdef inline floating* _team_copy(floating* wt, floating* wt_copies, Py_ssize_t P
 
 cdef void _transpose_all(const Workspace* ws, const floating* params,
                          floating* wt) noexcept nogil:
-    """wt = params with every weight matrix transposed (wte and wpe untouched)."""
+    """wt = params with every weight matrix the forward products read transposed (see
+    schedule.transposed)."""
     cdef int k
     cdef const WeightBlock* b
     for k in range(ws.n_blocks):
         b = &ws.blocks[k]
-        if b.kind == PRODUCT:
+        if transposed(b):
             _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
 
 

@@ -6,6 +6,7 @@
 #   F  mlp_ratio * C, the MLP hidden width       V  vocab_size
 #   L  layers                                    P  parameters
 #   R  rows of a step: the positions of all its documents, one after another
+#   N  norms: 1 + 2 L, one more with final_norm
 # Every matrix is row-major; a weight "W (nout, nin)" maps nin inputs to nout
 # outputs, as in the original. Offsets are counted in elements, not bytes.
 #
@@ -33,18 +34,28 @@ cdef struct Dims:
                                    # for any attention row, padded(m) <= Tp (attention.pxd)
     int R                          # most rows of a step: batch_size * T
     Py_ssize_t P
-    # parameters (flat order of the original)
-    Py_ssize_t wte, wpe, lm_head   # (V, C), (T, C), (V, C)
+    # parameters (flat order of the original, then the gains)
+    Py_ssize_t wte, wpe, lm_head   # (V, C), (T, C), (V, C); lm_head = wte when tied
     Py_ssize_t layer0, layer_size  # layer l starts at layer0 + l * layer_size
     Py_ssize_t qkv, wo, fc1, fc2   # inside a layer: (3C, C) = wq;wk;wv, (C, C), (F, C), (C, F)
+    int n_norms                    # N
+    Py_ssize_t gains               # (N, C) each norm's gain (norm_gain), in the forward's
+                                   # order: after the embedding, each layer's two, the final
     # row space: tensors of R rows
-    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its rmsnorm scale
+    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its norm's scale
     Py_ssize_t xs                  # (L + 1, R, C) residual stream entering each layer, then the output
     Py_ssize_t logits              # (R, V) logits, then their gradient
     Py_ssize_t d_x0, d_emb         # (R, C) gradients of xs[0] and of emb
-    Py_ssize_t d_ln, d_att         # (R, C) scratch: gradient of a norm output, of att_out
+    Py_ssize_t d_ln, d_att         # (R, C) scratch: gradient of a norm output (before its
+                                   # gain), of att_out
+    # A norm's normalized rows before its gain (the "hat" tensors) are kept for the
+    # gain's gradient; without gains they are the norm's output itself.
+    Py_ssize_t emb_hat             # (R, C) xs[0] before its gain
+    Py_ssize_t xf, xf_scale, xf_hat  # (R, C), (R,), (R, C) final norm of xs[L] (final_norm)
+    Py_ssize_t head_in             # (R, C) the head's input: xf, or xs[L] without final_norm
+    Py_ssize_t d_xf                # (R, C) gradient of xf (final_norm)
     Py_ssize_t act0, act_size      # layer l's tensors start at act0 + l * act_size:
-    Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   rmsnorm of the layer input
+    Py_ssize_t ln1, ln1_scale      #   (R, C), (R,)   norm of the layer input, its scale
     Py_ssize_t qkv_out             #   (R, 3C)        q, k, v of every position (the KV cache)
     Py_ssize_t att                 #   (R, H, Tp)     room for each document's attention weights (attention.pxd)
     Py_ssize_t att_out             #   (R, C)         heads concatenated
@@ -56,6 +67,8 @@ cdef struct Dims:
     Py_ssize_t d_mid               #   (R, C)         gradient of x_mid
     Py_ssize_t d_hidden            #   (R, F)         gradient of fc1's output (act' applied)
     Py_ssize_t d_out               #   (R, C)         gradient of the layer's output
+    Py_ssize_t ln1_hat, ln2_hat    #   (R, C)         ln1, ln2 before their gains
+    Py_ssize_t d_ln1, d_ln2        #   (R, C)         gradients of ln1, ln2 (norm_gain)
     Py_ssize_t rows_size           # elements of row space
     # one thread's scratch for one document
     Py_ssize_t xt                  # (C, T) the queries (or the attention output's gradient) transposed
@@ -94,14 +107,20 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.R = <int>R
     d.wte = 0
     d.wpe = d.wte + V * C
-    d.lm_head = d.wpe + T * C
-    d.layer0 = d.lm_head + V * C
+    if tie_embeddings:  # no lm_head: the head's product reads wte
+        d.lm_head = d.wte
+        d.layer0 = d.wpe + T * C
+    else:
+        d.lm_head = d.wpe + T * C
+        d.layer0 = d.lm_head + V * C
     d.qkv = 0
     d.wo = 3 * C * C
     d.fc1 = 4 * C * C
     d.fc2 = 4 * C * C + F * C
     d.layer_size = 4 * C * C + 2 * F * C
-    d.P = d.layer0 + n_layer * d.layer_size
+    d.n_norms = 1 + 2 * n_layer + (1 if final_norm else 0)
+    d.gains = d.layer0 + n_layer * d.layer_size
+    d.P = d.gains + (d.n_norms * C if norm_gain else 0)
 
     d.emb = _take(&cur, R * C)
     d.emb_scale = _take(&cur, R)
@@ -126,8 +145,27 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.d_mid = _take(&layer_cur, R * C)
     d.d_hidden = _take(&layer_cur, R * F)
     d.d_out = _take(&layer_cur, R * C)
+    # the options' tensors come last, so that the original's keep their offsets
+    d.ln1_hat = d.ln1
+    d.ln2_hat = d.ln2
+    d.d_ln1 = d.d_ln2 = 0
+    if norm_gain:
+        d.ln1_hat = _take(&layer_cur, R * C)
+        d.ln2_hat = _take(&layer_cur, R * C)
+        d.d_ln1 = _take(&layer_cur, R * C)
+        d.d_ln2 = _take(&layer_cur, R * C)
     d.act_size = layer_cur
     d.act0 = _take(&cur, n_layer * layer_cur)
+    d.emb_hat = _take(&cur, R * C) if norm_gain else d.xs
+    d.head_in = d.xs + n_layer * R * C
+    d.xf = d.xf_hat = d.head_in
+    d.xf_scale = d.d_xf = 0
+    if final_norm:
+        d.xf = _take(&cur, R * C)
+        d.xf_scale = _take(&cur, R)
+        d.xf_hat = _take(&cur, R * C) if norm_gain else d.xf
+        d.d_xf = _take(&cur, R * C)
+        d.head_in = d.xf
     d.rows_size = cur
 
     cur = 0

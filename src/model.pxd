@@ -8,6 +8,10 @@
 # only; the weight gradients are products over all rows of the step, taken
 # later (engine.pxi, phase B) from the tensors left here.
 #
+# Every norm (after the embedding, two per layer, the final one when on) is
+# the config's rmsnorm or layernorm, times its gain when norm_gain: _norm_forward
+# and _norm_backward choose, once per call.
+#
 # params holds the weights in flat order; wt the same buffer with every weight
 # matrix transposed (what the forward products read); rows is row space;
 # arena one thread's scratch; timers this thread's op-group timers (timers.pxd),
@@ -16,9 +20,11 @@
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from layout cimport Dims
+from layout cimport Dims, NORM_RMS
 from embedding cimport embedding_forward
 from rmsnorm cimport rmsnorm_forward, rmsnorm_backward
+from layernorm cimport layernorm_forward, layernorm_backward
+from gain cimport gain_forward, gain_backward_input
 from linear cimport (linear_forward, linear_residual_forward, linear_relu_forward,
                      linear_backward_input, relu_backward)
 from activation cimport activation_forward, activation_backward
@@ -35,6 +41,42 @@ cdef inline void _zero(floating* buf, Py_ssize_t n) noexcept nogil:
 
 cdef inline void _copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
     memcpy(dst, src, n * sizeof(floating))
+
+
+cdef inline void _norm_forward(const Dims* d, floating* out, floating* hat, floating* scale,
+                               const floating* x, const floating* gain, int n,
+                               int C) noexcept nogil:
+    """out (n, C) = norm(x) * gain, keeping norm(x) in hat and each row's scale in
+    scale (n,); without gains hat is out and gain is not read."""
+    if d.norm == NORM_RMS:
+        rmsnorm_forward(hat, scale, x, n, C)
+    else:
+        layernorm_forward(hat, scale, x, n, C)
+    if d.norm_gain:
+        gain_forward(out, hat, gain, n, C)
+
+
+cdef inline void _norm_backward(const Dims* d, floating* dx, const floating* dout,
+                                floating* scratch, const floating* x, const floating* hat,
+                                const floating* scale, const floating* gain, int n,
+                                int C) noexcept nogil:
+    """Adds into dx (n, C) the gradient through out = norm(x) * gain from dout, the
+    gradient of out, with x, hat and scale as _norm_forward left them; with
+    gains, scratch (n, C) takes the gradient of hat (dout itself is kept: the
+    gain's gradient reads it in phase B)."""
+    cdef const floating* d_hat = dout
+    if d.norm_gain:
+        gain_backward_input(scratch, dout, gain, n, C)
+        d_hat = scratch
+    if d.norm == NORM_RMS:
+        rmsnorm_backward(dx, d_hat, x, scale, n, C)
+    else:
+        layernorm_backward(dx, d_hat, hat, scale, n, C)
+
+
+cdef inline const floating* _gain(const Dims* d, const floating* params, int k) noexcept nogil:
+    """Norm k's gain (C,), k in the forward's order (layout.pxd)."""
+    return params + d.gains + <Py_ssize_t>k * d.C
 
 
 cdef inline void gpt_forward(const Dims* d, const floating* params, const floating* wt,
@@ -59,15 +101,17 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         s = doc_rows[j]
         embedding_forward(rows + d.emb + <Py_ssize_t>s * C, params + d.wte, params + d.wpe,
                           row_tok + s, max(r0, s) - s, doc_rows[j + 1] - s, C)
-    rmsnorm_forward(rows + d.xs + rc, rows + d.emb_scale + r0, rows + d.emb + rc, n, C)
+    _norm_forward(d, rows + d.xs + rc, rows + d.emb_hat + rc, rows + d.emb_scale + r0,
+                  rows + d.emb + rc, _gain(d, params, 0), n, C)
     t = lap(timers, T_EMBED_NORM, t)
     for l in range(d.L):
         lw = wt + d.layer0 + l * d.layer_size
         act = rows + d.act0 + l * d.act_size
         x_in = rows + d.xs + <Py_ssize_t>l * R * C
         x_out = x_in + <Py_ssize_t>R * C
-        # x = rmsnorm(x); q, k, v = Wq x, Wk x, Wv x (one product: the three are adjacent)
-        rmsnorm_forward(act + d.ln1 + rc, act + d.ln1_scale + r0, x_in + rc, n, C)
+        # x = norm(x); q, k, v = Wq x, Wk x, Wv x (one product: the three are adjacent)
+        _norm_forward(d, act + d.ln1 + rc, act + d.ln1_hat + rc, act + d.ln1_scale + r0,
+                      x_in + rc, _gain(d, params, 1 + 2 * l), n, C)
         t = lap(timers, T_EMBED_NORM, t)
         linear_forward(act + d.qkv_out + 3 * rc, act + d.ln1 + rc, lw + d.qkv, n, C, 3 * C)
         t = lap(timers, T_PROJECTIONS, t)
@@ -82,8 +126,9 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         linear_residual_forward(act + d.x_mid + rc, act + d.att_out + rc, lw + d.wo,
                                 x_in + rc, n, C, C)
         t = lap(timers, T_PROJECTIONS, t)
-        # x = fc2 relu(fc1 rmsnorm(x)) + residual
-        rmsnorm_forward(act + d.ln2 + rc, act + d.ln2_scale + r0, act + d.x_mid + rc, n, C)
+        # x = fc2 relu(fc1 norm(x)) + residual
+        _norm_forward(d, act + d.ln2 + rc, act + d.ln2_hat + rc, act + d.ln2_scale + r0,
+                      act + d.x_mid + rc, _gain(d, params, 2 + 2 * l), n, C)
         t = lap(timers, T_EMBED_NORM, t)
         if d.activation == ACT_RELU:
             linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
@@ -97,9 +142,15 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         linear_residual_forward(x_out + rc, act + d.hidden + <Py_ssize_t>r0 * F, lw + d.fc2,
                                 act + d.x_mid + rc, n, F, C)
         t = lap(timers, T_MLP, t)
-    # logits = lm_head x (no final norm)
-    linear_forward(rows + d.logits + <Py_ssize_t>r0 * d.V,
-                   rows + d.xs + <Py_ssize_t>d.L * R * C + rc, wt + d.lm_head, n, C, d.V)
+    # x = norm(x) when final_norm (the head's input, head_in)
+    if d.final_norm:
+        _norm_forward(d, rows + d.xf + rc, rows + d.xf_hat + rc, rows + d.xf_scale + r0,
+                      rows + d.xs + <Py_ssize_t>d.L * R * C + rc,
+                      _gain(d, params, d.n_norms - 1), n, C)
+        t = lap(timers, T_EMBED_NORM, t)
+    # logits = lm_head x (lm_head is wte when tied)
+    linear_forward(rows + d.logits + <Py_ssize_t>r0 * d.V, rows + d.head_in + rc,
+                   wt + d.lm_head, n, C, d.V)
     lap(timers, T_HEAD_LOSS, t)
 
 
@@ -134,16 +185,26 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
     cdef floating* x_in
     cdef floating* d_top        # gradient of this layer's output
     cdef floating* d_in         # gradient of this layer's input
+    cdef floating* d_head       # gradient of the head's input
+    cdef floating* d_norm       # gradient of a norm's output
     cdef floating* d_ln = rows + d.d_ln + <Py_ssize_t>r0 * C
     cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
     cdef double t = now() if PROFILE else 0
     # logits = lm_head x
     d_top = rows + d.act0 + (d.L - 1) * d.act_size + d.d_out + rc
-    _zero(d_top, <Py_ssize_t>n * C)
-    linear_backward_input(d_top, rows + d.logits + <Py_ssize_t>r0 * V, params + d.lm_head,
+    d_head = rows + d.d_xf + rc if d.final_norm else d_top
+    _zero(d_head, <Py_ssize_t>n * C)
+    linear_backward_input(d_head, rows + d.logits + <Py_ssize_t>r0 * V, params + d.lm_head,
                           n, C, V)
     t = lap(timers, T_BACKWARD + T_HEAD_LOSS, t)
+    # x = norm(x), the final norm
+    if d.final_norm:
+        _zero(d_top, <Py_ssize_t>n * C)
+        _norm_backward(d, d_top, d_head, d_ln, rows + d.xs + <Py_ssize_t>d.L * R * C + rc,
+                       rows + d.xf_hat + rc, rows + d.xf_scale + r0,
+                       _gain(d, params, d.n_norms - 1), n, C)
+        t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
     for l in range(d.L - 1, -1, -1):
         lw = params + d.layer0 + l * d.layer_size
         act = rows + d.act0 + l * d.act_size
@@ -158,13 +219,16 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         else:
             activation_backward(act + d.d_hidden + <Py_ssize_t>r0 * F,
                                  act + d.hidden_slope + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
-        _zero(d_ln, <Py_ssize_t>n * C)
-        linear_backward_input(d_ln, act + d.d_hidden + <Py_ssize_t>r0 * F, lw + d.fc1, n, C, F)
+        # with gains, ln2's gradient is kept for its gain's
+        d_norm = act + d.d_ln2 + rc if d.norm_gain else d_ln
+        _zero(d_norm, <Py_ssize_t>n * C)
+        linear_backward_input(d_norm, act + d.d_hidden + <Py_ssize_t>r0 * F, lw + d.fc1, n, C, F)
         t = lap(timers, T_BACKWARD + T_MLP, t)
         # d x_mid = d x_out (residual) + the path through ln2
         _copy(act + d.d_mid + rc, d_top, <Py_ssize_t>n * C)
-        rmsnorm_backward(act + d.d_mid + rc, d_ln, act + d.x_mid + rc, act + d.ln2_scale + r0,
-                         n, C)
+        _norm_backward(d, act + d.d_mid + rc, d_norm, d_ln, act + d.x_mid + rc,
+                       act + d.ln2_hat + rc, act + d.ln2_scale + r0,
+                       _gain(d, params, 2 + 2 * l), n, C)
         t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
         # x_mid = Wo att_out + x_in
         _zero(d_att, <Py_ssize_t>n * C)
@@ -180,8 +244,9 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                                nj, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_BACKWARD + T_ATTENTION, t)
-        _zero(d_ln, <Py_ssize_t>n * C)
-        linear_backward_input(d_ln, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
+        d_norm = act + d.d_ln1 + rc if d.norm_gain else d_ln
+        _zero(d_norm, <Py_ssize_t>n * C)
+        linear_backward_input(d_norm, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
         t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
         # d x_in = d x_mid (residual) + the path through ln1
         if l > 0:
@@ -189,10 +254,11 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         else:
             d_in = rows + d.d_x0 + rc
         _copy(d_in, act + d.d_mid + rc, <Py_ssize_t>n * C)
-        rmsnorm_backward(d_in, d_ln, x_in, act + d.ln1_scale + r0, n, C)
+        _norm_backward(d, d_in, d_norm, d_ln, x_in, act + d.ln1_hat + rc,
+                       act + d.ln1_scale + r0, _gain(d, params, 1 + 2 * l), n, C)
         t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
-    # xs[0] = rmsnorm(emb): the embedding rows' gradient, scattered into wte and wpe later
+    # xs[0] = norm(emb): the embedding rows' gradient, scattered into wte and wpe later
     _zero(rows + d.d_emb + rc, <Py_ssize_t>n * C)
-    rmsnorm_backward(rows + d.d_emb + rc, rows + d.d_x0 + rc, rows + d.emb + rc,
-                     rows + d.emb_scale + r0, n, C)
+    _norm_backward(d, rows + d.d_emb + rc, rows + d.d_x0 + rc, d_ln, rows + d.emb + rc,
+                   rows + d.emb_hat + rc, rows + d.emb_scale + r0, _gain(d, params, 0), n, C)
     lap(timers, T_BACKWARD + T_EMBED_NORM, t)

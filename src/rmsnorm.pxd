@@ -2,14 +2,19 @@
 #
 # A row's sum over c is one chain of dependent additions, so rows are taken 8
 # at a time with one accumulator each: the 8 chains overlap in the pipeline,
-# and every row still sums c = 0, 1, ... in order, as the original does.
+# and every row still sums c = 0, 1, ... in order, as the original does, each
+# product rounded before it is added (fmath.rounded): so a row's sum is the
+# same bits in whichever of the 8 chains it runs, whatever the compiler made of
+# the vector lanes.
 
 from cython cimport floating
 from libc.math cimport sqrt
 
+from fmath cimport muladd, rounded
 
-cdef inline void _row_dots(floating* dots, const floating* x, const floating* y, int nr,
-                           int C) noexcept nogil:
+
+cdef inline void row_dots(floating* dots, const floating* x, const floating* y, int nr,
+                          int C) noexcept nogil:
     """dots[r] = sum_c x[r, c] * y[r, c] for rows r < nr (at most 8), c in order;
     dots[nr..7] repeat the last row's."""
     cdef int r, c
@@ -23,7 +28,7 @@ cdef inline void _row_dots(floating* dots, const floating* x, const floating* y,
         row[r] = <Py_ssize_t>min(r, nr - 1) * C
     for c in range(C):
         for r in range(8):
-            acc[r] += x[row[r] + c] * y[row[r] + c]
+            acc[r] += rounded(x[row[r] + c] * y[row[r] + c])
     for r in range(8):
         dots[r] = acc[r]
 
@@ -38,11 +43,12 @@ cdef inline void rmsnorm_forward(floating* out, floating* scale, const floating*
     cdef const floating* x_t
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
-        _row_dots(ss, x + t0 * C, x + t0 * C, nr, C)
+        row_dots(ss, x + t0 * C, x + t0 * C, nr, C)
         # the 8 rows' scales as one vector square root and divide; the original
-        # divides by len(x) as a multiply by len(x) ** -1
+        # divides by len(x) as a multiply by len(x) ** -1 (and + 1e-5 is fused
+        # with it exactly where the CPU has FMA, in every lane: fmath.muladd)
         for r in range(8):
-            ss[r] = 1 / sqrt(ss[r] * (<floating>1.0 / C) + <floating>1e-5)
+            ss[r] = 1 / sqrt(muladd(ss[r], <floating>1.0 / C, <floating>1e-5))
         for t in range(t0, t0 + nr):
             s = ss[t - t0]
             scale[t] = s
@@ -66,7 +72,7 @@ cdef inline void rmsnorm_backward(floating* dx, const floating* dout, const floa
     cdef const floating* x_t
     for t0 in range(0, T, 8):
         nr = min(8, T - t0)
-        _row_dots(dots, dout + t0 * C, x + t0 * C, nr, C)
+        row_dots(dots, dout + t0 * C, x + t0 * C, nr, C)
         # the 8 rows' k = s^3 dots / C as one vector divide
         for r in range(8):
             s = scale[t0 + min(r, nr - 1)]

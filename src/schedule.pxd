@@ -22,6 +22,8 @@ cdef enum BlockKind:
     PRODUCT = 0     # dW = dout^T x over all rows
     TOKENS = 1      # wte: rows of d_emb added by token
     POSITIONS = 2   # wpe: rows of d_emb added by position
+    TIED = 3        # wte read by the head too (tie_embeddings): dout^T x, then TOKENS' rows
+    GAIN = 4        # a norm's gain: dg = sum over rows of dout * x, x the normalized rows
 
 
 cdef struct WeightBlock:
@@ -61,10 +63,14 @@ cdef inline int weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
     """All blocks in flat parameter order; returns how many."""
     cdef int n = 0, l, C = d.C, F = d.F
     cdef Py_ssize_t w, a
-    n = add_blocks(out, n, TOKENS, T_EMBED_NORM, True, d.wte, d.V, C, d.d_emb, 0)
+    if d.tie_embeddings:  # the scatter's d_emb is implied (engine.pxi, _block_partial)
+        n = add_blocks(out, n, TIED, T_HEAD_LOSS, True, d.wte, d.V, C, d.logits, d.head_in)
+    else:
+        n = add_blocks(out, n, TOKENS, T_EMBED_NORM, True, d.wte, d.V, C, d.d_emb, 0)
     n = add_blocks(out, n, POSITIONS, T_EMBED_NORM, True, d.wpe, d.T, C, d.d_emb, 0)
-    n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, True, d.lm_head, d.V, C, d.logits,
-                   d.xs + <Py_ssize_t>d.L * d.R * C)
+    if not d.tie_embeddings:
+        n = add_blocks(out, n, PRODUCT, T_HEAD_LOSS, True, d.lm_head, d.V, C, d.logits,
+                       d.head_in)
     for l in range(d.L):
         w = d.layer0 + l * d.layer_size
         a = d.act0 + l * d.act_size
@@ -74,7 +80,24 @@ cdef inline int weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
                        a + d.att_out)
         n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
         n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
+    if d.norm_gain:  # one (1, C) block per norm, in the forward's order; gains never decay
+        n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains, 1, C, d.d_x0, d.emb_hat)
+        for l in range(d.L):
+            a = d.act0 + l * d.act_size
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (1 + 2 * l) * C, 1, C,
+                           a + d.d_ln1, a + d.ln1_hat)
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (2 + 2 * l) * C, 1, C,
+                           a + d.d_ln2, a + d.ln2_hat)
+        if d.final_norm:
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (d.n_norms - 1) * C,
+                           1, C, d.d_xf, d.xf_hat)
     return n
+
+
+cdef inline bint transposed(const WeightBlock* b) noexcept nogil:
+    """Whether the forward pass reads the block's matrix from the transposed copy
+    (the products' matrices; the embedding tables and gains are read as stored)."""
+    return b.kind == PRODUCT or b.kind == TIED
 
 
 cdef inline double block_cost(const WeightBlock* b, int n_rows) noexcept nogil:
@@ -87,6 +110,8 @@ cdef inline double block_cost(const WeightBlock* b, int n_rows) noexcept nogil:
         return weights
     if b.kind == PRODUCT:
         return weights * (1.0 + n_rows / 32.0)
+    if b.kind == TIED:
+        return weights * (1.0 + n_rows / 32.0) + <double>n_rows * b.nin / 16.0
     return weights + <double>n_rows * b.nin / 16.0
 
 

@@ -59,6 +59,34 @@ def test_an_explicit_std_overrides_the_init():
                                                            for _ in range(cfg.num_params)]
 
 
+NORM_OPTIONS = {"norm_gain": True, "final_norm": True, "tie_embeddings": True}
+
+
+@pytest.mark.parametrize("options", [{"norm_gain": True}, {"tie_embeddings": True},
+                                     NORM_OPTIONS, {**NORM_OPTIONS, "init": "gpt2"}],
+                         ids=["gain", "tie", "gain-final-tie", "gain-final-tie-gpt2"])
+def test_gains_start_at_one_and_the_matrices_keep_their_draws(options):
+    """Gains are 1 and take no draws; a tied model draws lm_head's numbers all the
+    same: every other matrix, and the stream after init, are the untied model's."""
+    plain = GPTConfig(n_embd=8, n_head=2, n_layer=2, init=options.get("init", "microgpt"))
+    cfg = GPTConfig(n_embd=8, n_head=2, n_layer=2, **options)
+    plain_rng, rng = random.Random(3), random.Random(3)
+    want, got = matrices(plain, init_params(plain, plain_rng)), matrices(cfg, init_params(cfg, rng))
+    assert rng.getstate() == plain_rng.getstate()
+    gains = ["emb_norm_gain", "layer0.attn_norm_gain", "layer0.mlp_norm_gain",
+             "layer1.attn_norm_gain", "layer1.mlp_norm_gain"]
+    gains += ["final_norm_gain"] if cfg.final_norm else []
+    expected = [name for name in want if not (cfg.tie_embeddings and name == "lm_head")]
+    expected += gains if cfg.norm_gain else []
+    assert list(got) == expected  # the original's matrices first, in their order
+    for name, mat in got.items():
+        if name.endswith("gain"):
+            assert mat.shape == (1, 8) and (mat == 1).all(), name
+        else:
+            np.testing.assert_array_equal(mat, want[name], err_msg=name)
+    assert cfg.num_params == sum(m.size for m in got.values())
+
+
 @pytest.mark.parametrize("text, value", [("on", True), ("OFF", False), ("true", True),
                                          ("0", False), ("yes", True), (False, False)])
 def test_on_off_reads_a_switch(text, value):
@@ -91,6 +119,14 @@ def test_config_refuses_bad_options(field, bad):
 ])
 def test_bad_option_flags_fail_in_one_line(tmp_path, args, words):
     assert_cli_error(run_cli(["--steps", "1"] + args, tmp_path), *words)
+
+
+def test_norm_options_train_from_the_command_line(tmp_path):
+    result = run_cli(["--steps", "3", "--norm", "layernorm", "--norm-gain", "on",
+                      "--final-norm", "on", "--tie-embeddings", "on", "--num-samples", "1"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "num params: 3824" in result.stdout  # 4192 - 27*16 (lm_head) + 4 gains of 16
 
 
 def test_options_train_from_the_command_line(tmp_path):

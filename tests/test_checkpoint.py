@@ -97,6 +97,53 @@ def test_resume_with_another_thread_count(tmp_path, dtype, save_threads, load_th
     assert resumed.sample() == whole.sample()
 
 
+NORM_OPTIONS = GPTConfig(n_embd=8, n_head=2, n_layer=2, block_size=8, norm="layernorm",
+                         norm_gain=True, final_norm=True, tie_embeddings=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_with_norm_options_is_bit_identical(tmp_path, dtype):
+    """The gains, the tied wte and their moments are saved and restored like the
+    other weights (the tied wte's transposed copy rebuilt from it)."""
+    tc = TrainConfig(steps=30, batch_size=4, dtype=dtype)
+    run = dict(threads=2, sampling=SampleConfig(num_samples=5))
+    whole = Trainer(NORM_OPTIONS, tc, **run)
+    whole.train()
+    first = Trainer(NORM_OPTIONS, tc, **run)
+    first.train(15)
+    half = saved(first, tmp_path / "half.npz")
+    assert half.config == NORM_OPTIONS
+    resumed = load_checkpoint(tmp_path / "half.npz", threads=1)
+    resumed.train()
+    end = saved(whole, tmp_path / "whole.npz")
+    assert_same_state(saved(resumed, tmp_path / "resumed.npz"), end)
+    assert not np.array_equal(half.params, end.params)
+    assert resumed.sample() == whole.sample()
+
+
+def test_checkpoint_without_the_architecture_fields_loads_with_the_defaults(tmp_path):
+    """A checkpoint written before GPTConfig had the architecture options is the
+    original architecture: it loads with every option at its default."""
+    t = Trainer(CFG, TrainConfig(steps=20, batch_size=2), threads=1,
+                sampling=SampleConfig(num_samples=3))
+    t.train(10)
+    t.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as npz:
+        parts = dict(npz)
+    meta = json.loads(str(parts["meta"][()]))
+    for name in ("norm", "norm_gain", "final_norm", "activation", "tie_embeddings",
+                 "mlp_ratio", "init"):
+        del meta["config"][name]
+    parts["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **parts)
+    old = load_checkpoint(tmp_path / "old.npz")
+    assert old.config == GPTConfig(vocab_size=CFG.vocab_size, n_embd=8, n_head=2,
+                                   block_size=8)
+    np.testing.assert_array_equal(old.model.params, t.model.params)
+    np.testing.assert_array_equal(old.train(), t.train())
+    np.testing.assert_array_equal(old.model.params, t.model.params)
+
+
 # ---------------------------------------------------------------------------
 # Resume exactness through the CLI
 
@@ -421,6 +468,8 @@ CONFLICTS = {
     "val-fraction": ["--val-fraction", "0.2"],
     "steps": ["--steps", "100"],
     "activation": ["--activation", "gelu"],
+    "norm": ["--norm", "layernorm"],
+    "tie-embeddings": ["--tie-embeddings", "on"],
 }
 
 

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.config import GPTConfig, init_params, param_layout
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import load_kernel
 from microgpt_fast.reference import ReferenceGPT
@@ -50,19 +50,34 @@ CASES = [
     (5, 1, 1, 9, 2, "unicode_ds", {"activation": "silu", "mlp_ratio": 1}),
     (10, 2, 2, 11, 2, "names_ds", {"activation": "relu2"}),
     (7, 1, 1, 16, 1, "unicode_ds", {"activation": "relu2", "mlp_ratio": 3}),
+    # the norm options, alone and together
+    (6, 3, 2, 5, 3, "names_ds", {"norm": "layernorm"}),
+    (9, 3, 1, 12, 2, "unicode_ds", {"norm_gain": True}),
+    (5, 1, 2, 9, 2, "names_ds", {"final_norm": True}),
+    (7, 1, 1, 16, 1, "unicode_ds", {"tie_embeddings": True}),
+    (10, 2, 1, 11, 2, "unicode_ds", {"norm": "layernorm", "norm_gain": True}),
+    (12, 4, 1, 3, 3, "names_ds", {"norm_gain": True, "final_norm": True,
+                                  "tie_embeddings": True}),
+    (8, 2, 2, 8, 3, "names_ds", {"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                                 "tie_embeddings": True}),
+    (9, 3, 2, 7, 2, "unicode_ds", {"norm": "layernorm", "norm_gain": True,
+                                   "tie_embeddings": True, "activation": "gelu"}),
 ]
 
 
 def case_id(case) -> str:
     C, H, L, T, B, data, *arch = case
     options = "".join(f"-{k}={v}" for k, v in (arch[0] if arch else {}).items())
+    options = options.replace("=True", "")
     return f"C{C}-H{H}-L{L}-T{T}-B{B}-{data.split('_')[0]}{options}"
 
 
 def make_case(index: int, ds):
     """Config, initial params and doc ids of case index (deterministic). The
     params are float32 numbers (held as float64), so that the float64 and the
-    float32 engine start from the very same weights and share one reference."""
+    float32 engine start from the very same weights and share one reference.
+    Gains are drawn around 1 (their own stream), not left at init's 1: a gain
+    of 1 would hide a gain applied twice, or to the wrong channel."""
     C, H, L, T, B, _, *arch = CASES[index]
     cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T,
                     **(arch[0] if arch else {}))
@@ -71,6 +86,11 @@ def make_case(index: int, ds):
     # a case that names its init draws it
     std = None if arch and "init" in arch[0] else 0.08 if index % 2 == 0 else 0.4
     params = init_params(cfg, rng, std=std)
+    gain_rng, at = random.Random(2000 + index), 0
+    for name, rows, cols in param_layout(cfg):
+        if name.endswith("gain"):
+            params[at:at + cols] = [gain_rng.uniform(0.5, 1.5) for _ in range(cols)]
+        at += rows * cols
     params = np.array(params, np.float32).astype(np.float64).tolist()
     doc_ids = [rng.randrange(len(ds.docs)) for _ in range(B)]
     return cfg, params, doc_ids
@@ -168,9 +188,13 @@ def case_index(**options) -> int:
     return next(i for i, case in enumerate(CASES) if case[6:] == (options,))
 
 
-# indices into CASES: relu, then gelu and silu
+# indices into CASES: relu, then gelu and silu, then layernorm with gains and all
+# four norm options
 FD_CASES = [0, 3, 4, 6, 9, case_index(activation="gelu", mlp_ratio=3),
-            case_index(activation="silu", mlp_ratio=2)]
+            case_index(activation="silu", mlp_ratio=2),
+            case_index(norm="layernorm", norm_gain=True),
+            case_index(norm="layernorm", norm_gain=True, final_norm=True,
+                       tie_embeddings=True)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -94,3 +94,32 @@ def test_training_flushes_subnormals_to_zero(names_ds):
         zeros += np.count_nonzero(model.m == 0)
     assert zeros > 0  # some moments did decay all the way (else this proves nothing)
     assert np.isfinite(losses).all() and losses[-500:].mean() < 2.8
+
+
+# Variants that share an instruction set's arithmetic (FMA or not) and differ only in
+# vector width: vec.h's lanes never mix, so they must agree to the bit.
+FAMILIES = [("novec", "generic"), ("avx2", "avx512")]
+
+
+@pytest.mark.parametrize("arch", [{}, {"norm": "layernorm", "norm_gain": True,
+                                       "final_norm": True, "tie_embeddings": True}],
+                         ids=["original", "norm-options"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("family", FAMILIES, ids=["-".join(f) for f in FAMILIES])
+def test_variants_of_one_family_agree_to_the_bit(names_ds, family, dtype, arch):
+    """Widths that leave remainders in every vector loop (9, 12, 20), several rows
+    per 8-row group of the norms: a row's sums must not depend on which lane or
+    which inlined copy of the code computes them."""
+    if not set(family) <= set(KERNELS):
+        pytest.skip(f"{family[1]} does not run on this CPU")
+    for C, H, T in ((9, 3, 7), (12, 4, 5), (20, 4, 16)):
+        cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=C, n_head=H, n_layer=2,
+                        block_size=T, **arch)
+        params = init_params(cfg, random.Random(C))
+        runs = []
+        for kernel in family:
+            model = CompiledGPT(cfg, params, dtype, 1, 5, kernel)
+            losses = model.train(names_ds, 0, 6, 6)
+            runs.append((losses, model.params.copy(), model.m.copy(), model.v.copy()))
+        for name, a, b in zip(("losses", "params", "m", "v"), *runs):
+            assert np.array_equal(a, b), f"C={C}: {name} differ between {family}"

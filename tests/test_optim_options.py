@@ -205,13 +205,19 @@ def test_weight_decay_spares_norm_gains_by_name():
     assert not decays("layer3.norm1_gain") and not decays("final_norm.gain")
 
 
-@pytest.mark.parametrize("n_layer", [1, 3])
-def test_compiled_blocks_decay_as_their_names_say(names_ds, n_layer):
+@pytest.mark.parametrize("arch", [{"n_layer": 1}, {"n_layer": 3},
+                                  {"n_layer": 2, "norm_gain": True, "final_norm": True,
+                                   "tie_embeddings": True}],
+                         ids=["1-layer", "3-layers", "gains-tied"])
+def test_compiled_blocks_decay_as_their_names_say(names_ds, arch):
     """Each weight block's decay flag (schedule.pxd) agrees, weight by weight,
-    with the naming convention over config.param_layout."""
-    cfg = GPTConfig(vocab_size=27, n_embd=16, n_head=4, n_layer=n_layer)
+    with the naming convention over config.param_layout; the blocks cover every
+    weight once (the gains and a tied wte too)."""
+    cfg = GPTConfig(vocab_size=27, n_embd=16, n_head=4, **arch)
     engine = load_kernel().module.Engine(cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
-                                         cfg.vocab_size, 2, 2, "float64", cfg.mlp_ratio)
+                                         cfg.vocab_size, 2, 2, "float64", cfg.mlp_ratio,
+                                         cfg.norm, cfg.norm_gain, cfg.final_norm,
+                                         cfg.activation, cfg.tie_embeddings)
     plan = engine.plan(names_ds.starts, np.array([0, 1], np.int64))
     by_block = np.full(cfg.num_params, -1.0)
     for (matrix, nout, nin, o0, o1), decay in zip(plan["blocks"], plan["block_decay"]):
@@ -246,6 +252,30 @@ def test_compiled_matches_reference_with_every_option(names_ds, schedule, kernel
     ok = rel_close(model.params, ref_params, tol)
     assert ok.all(), f"{np.count_nonzero(~ok)} params differ"
     assert np.max(np.abs(ref_params - np.array(params))) > 1e-3  # the run moved them
+
+
+GAINS_TIED = GPTConfig(vocab_size=27, n_embd=8, n_head=2, block_size=8, norm="layernorm",
+                       norm_gain=True, final_norm=True, tie_embeddings=True)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 1e-4)])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gains_and_a_tied_head_with_every_option(names_ds, kernel, dtype, tol):
+    """Weight decay spares the gains (and decays the tied wte once), clipping
+    counts their gradients: the compiled engine against the reference."""
+    adam = Adam(**ALL_ON)
+    params = init_params(GAINS_TIED, random.Random(9))
+    if "gains" not in _reference:
+        ref = ReferenceGPT(GAINS_TIED, params, batch_size=2)
+        _reference["gains"] = (ref.train(names_ds, 0, 6, 6, adam), ref.params)
+    ref_losses, ref_params = _reference["gains"]
+    model = CompiledGPT(GAINS_TIED, params, dtype, threads=1, batch_size=2, kernel=kernel)
+    losses = model.train(names_ds, 0, 6, 6, adam)
+    assert rel_close(losses, ref_losses, tol).all(), (losses, ref_losses)
+    ok = rel_close(model.params, ref_params, tol)
+    assert ok.all(), f"{np.count_nonzero(~ok)} params differ"
+    gains = decay_mask(GAINS_TIED) == 0
+    assert gains.any() and np.max(np.abs(ref_params[gains] - 1)) > 1e-3  # the gains moved
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from microgpt_fast import kernels
-from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.config import GPTConfig, init_params, param_layout
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import load_kernel, resolve_threads
 
@@ -65,6 +65,38 @@ def test_each_activation_gives_identical_bits_on_two_threads(names_ds, activatio
     assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
 
 
+# the norm options (GPTConfig), all on, with each norm
+NORM_OPTIONS = [{"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                 "tie_embeddings": True},
+                {"norm_gain": True, "final_norm": True, "tie_embeddings": True}]
+
+
+@needs_two_cores
+@pytest.mark.parametrize("arch", NORM_OPTIONS, ids=["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_norm_options_give_identical_bits_on_two_threads(names_ds, kernel, dtype, arch):
+    """The gains' gradients and a tied wte's (the head's product plus the embedding
+    rows) are sums over both gradient groups' rows: the same bits for 1 or 2 threads."""
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=12, n_head=3, n_layer=2,
+                    block_size=8, **arch)
+    one, losses1 = _train(names_ds, kernel, dtype, 1, 9, 20, cfg)
+    two, losses2 = _train(names_ds, kernel, dtype, 2, 9, 20, cfg)
+    assert two.threads == 2
+    assert np.array_equal(losses1, losses2)
+    assert np.array_equal(one.params, two.params)
+    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+    ids = list(range(60, 69))
+    loss1, grad1 = one.loss_and_grad(names_ds, ids)
+    loss2, grad2 = two.loss_and_grad(names_ds, ids)
+    assert loss1 == loss2 and np.array_equal(grad1, grad2)
+    # the gains trained away from their initial 1 (else their part proves little)
+    n_gains = sum(cols for name, _, cols in param_layout(cfg) if name.endswith("gain"))
+    assert n_gains and not np.all(one.params[-n_gains:] == 1)
+
+
 @pytest.mark.parametrize("threads, batch", [(3, 3), (3, 7), (4, 5), (5, 5), (8, 9)])
 def test_more_threads_give_identical_bits(names_ds, monkeypatch, threads, batch):
     """Past two threads the teams are uneven (3 = 1 + 2) and a team may have more
@@ -90,7 +122,7 @@ def test_more_threads_give_identical_bits(names_ds, monkeypatch, threads, batch)
 FEWER_THREADS_SCRIPT = """
 import random, sys
 import numpy as np
-from microgpt_fast.config import GPTConfig, init_params
+from microgpt_fast.config import GPTConfig, init_params, param_layout
 from microgpt_fast.data import load_dataset
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast import kernels

@@ -21,13 +21,18 @@ from helpers import KERNELS, rel_close
 
 ADAM = Adam(learning_rate=0.01, beta1=0.85, beta2=0.99, eps=1e-8)
 
-# name: (dataset fixture, n_embd, n_head, n_layer, block_size, batch, steps, total_steps)
+# name: (dataset fixture, n_embd, n_head, n_layer, block_size, batch, steps, total_steps[,
+# architecture options])
 RUNS = {
     "small-B1": ("names_ds", 8, 2, 1, 8, 1, 6, 6),
     "default-B1": ("names_ds", 16, 4, 1, 16, 1, 4, 1000),
     "small-B3-wraps": ("tiny_ds", 8, 2, 1, 8, 3, 6, 6),  # 7 docs: the third step wraps
     "2layers-B2-unicode": ("unicode_ds", 6, 3, 2, 12, 2, 6, 6),
     "B5-more-than-docs": ("tiny_ds", 4, 1, 1, 6, 9, 3, 3),  # one batch holds a doc twice
+    # Adam on the gains and the tied wte, whose transposed copy each step refreshes
+    "norm-options-B3": ("unicode_ds", 6, 3, 2, 10, 3, 5, 5,
+                        {"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                         "tie_embeddings": True}),
 }
 
 _reference_runs: dict = {}
@@ -37,8 +42,9 @@ def setup_run(name, ds):
     """Config, initial params, batch and steps of a run. The params are float32
     numbers (held as float64): the float64 and the float32 engine start from the
     very same weights and are held against one reference run."""
-    _, C, H, L, T, B, steps, total = RUNS[name]
-    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T)
+    _, C, H, L, T, B, steps, total, *arch = RUNS[name]
+    cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C, n_head=H, n_layer=L, block_size=T,
+                    **(arch[0] if arch else {}))
     params = init_params(cfg, random.Random(len(name)))
     params = np.array(params, np.float32).astype(np.float64).tolist()
     return cfg, params, B, steps, total
@@ -76,7 +82,7 @@ def test_float64_training_matches_reference(request, name, kernel):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("name", ["small-B1", "small-B3-wraps"])
+@pytest.mark.parametrize("name", ["small-B1", "small-B3-wraps", "norm-options-B3"])
 def test_float32_training_close_to_reference(request, name, kernel):
     ds = request.getfixturevalue(RUNS[name][0])
     ref_losses, ref_params = reference_run(name, ds)
@@ -111,11 +117,14 @@ def test_train_rejects_steps_outside_schedule(names_ds):
             model.train(names_ds, step0, n, total)
 
 
-def test_trainer_engines_agree(tiny_ds, tmp_path):
+@pytest.mark.parametrize("arch", [{}, {"norm": "layernorm", "norm_gain": True,
+                                        "final_norm": True, "tie_embeddings": True}],
+                         ids=["original", "norm-options"])
+def test_trainer_engines_agree(tiny_ds, tmp_path, arch):
     """Trainer with either engine: same losses, parameters and samples."""
     path = tmp_path / "docs.txt"
     path.write_text("\n".join(tiny_ds.docs) + "\n", encoding="utf-8")
-    cfg = GPTConfig(n_embd=8, n_head=2, block_size=8)
+    cfg = GPTConfig(n_embd=8, n_head=2, block_size=8, **arch)
     tc = TrainConfig(steps=6, batch_size=2, seed=5)
     six = SampleConfig(num_samples=6)
     compiled = Trainer(cfg, tc, data=path, engine="compiled", sampling=six)
