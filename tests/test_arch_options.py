@@ -11,8 +11,8 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast import TrainConfig, Trainer, load_checkpoint
-from microgpt_fast.config import GPTConfig, init_params, on_off, param_layout
+from microgpt_fast import TrainConfig, Trainer, load_checkpoint, sweep
+from microgpt_fast.config import GPTConfig, configs_from, init_params, on_off, param_layout
 
 from helpers import assert_cli_error, run_cli
 
@@ -144,6 +144,13 @@ def test_emb_norm_off_trains_from_the_command_line(tmp_path):
     gains = run_cli(base + ["--emb-norm", "off", "--norm-gain", "on"], tmp_path)
     assert gains.returncode == 0, gains.stderr
     assert "num params: 4224" in gains.stdout  # 4192 + the layer's 2 gains of 16, no emb_norm_gain
+
+
+def test_emb_norm_is_a_sweep_axis():
+    grid = sweep.parse_grid(["emb_norm=on,off"])
+    assert grid == {"emb_norm": [True, False]}
+    models = [configs_from({"emb_norm": value})[0] for value in grid["emb_norm"]]
+    assert [model.emb_norm for model in models] == [True, False]
 
 
 def test_options_train_from_the_command_line(tmp_path):
