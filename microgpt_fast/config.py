@@ -92,6 +92,8 @@ class GPTConfig:
     norm: str = _field("rmsnorm", "normalization: rmsnorm (the original's) or layernorm",
                        choices=NORMS)
     norm_gain: bool = _field(False, "a learned per-channel gain in every norm, starting at 1")
+    emb_norm: bool = _field(True, "a norm after the embedding: the original's (off: the "
+                            "residual stream starts as the plain sum, as in nanoGPT)")
     final_norm: bool = _field(False, "a norm before the LM head")
     activation: str = _field("relu", "MLP activation: relu (the original's), gelu (exact, "
                              "with erf), relu2 (squared ReLU) or silu", choices=ACTIVATIONS)
@@ -116,7 +118,7 @@ class GPTConfig:
         for name, choices in (("norm", NORMS), ("activation", ACTIVATIONS), ("init", INITS)):
             _require(getattr(self, name) in choices,
                      f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        for name in ("norm_gain", "final_norm", "tie_embeddings"):
+        for name in ("norm_gain", "emb_norm", "final_norm", "tie_embeddings"):
             _require(isinstance(getattr(self, name), bool),
                      f"{name} must be on or off, got {getattr(self, name)!r}")
         return self
@@ -341,8 +343,8 @@ class RunOptions:
 # and its schedule.
 PRESETS = {
     "nanogpt": {
-        "norm": "layernorm", "norm_gain": True, "final_norm": True, "activation": "gelu",
-        "tie_embeddings": True, "init": "gpt2",
+        "norm": "layernorm", "norm_gain": True, "emb_norm": False, "final_norm": True,
+        "activation": "gelu", "tie_embeddings": True, "init": "gpt2",
         "learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.99, "lr_schedule": "cosine",
         "warmup_steps": 100, "min_lr": 1e-4, "weight_decay": 0.1, "grad_clip": 1.0,
     },
@@ -394,10 +396,10 @@ def _matrices(cfg: GPTConfig) -> list[tuple[str, int, int]]:
 
 def norm_names(cfg: GPTConfig) -> list[str]:
     """Every norm of the model, in the order of the forward pass: the one after the
-    embedding, the two of each layer (before attention, before the MLP), then the
-    final one when cfg.final_norm. With cfg.norm_gain each has a gain named
-    NAME + "_gain"."""
-    names = ["emb_norm"]
+    embedding when cfg.emb_norm, the two of each layer (before attention, before
+    the MLP), then the final one when cfg.final_norm. With cfg.norm_gain each
+    has a gain named NAME + "_gain"."""
+    names = ["emb_norm"] if cfg.emb_norm else []
     for i in range(cfg.n_layer):
         names += [f"layer{i}.attn_norm", f"layer{i}.mlp_norm"]
     return names + (["final_norm"] if cfg.final_norm else [])

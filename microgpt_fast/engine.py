@@ -56,7 +56,7 @@ class CompiledGPT:
         self.engine = self.kernel.module.Engine(
             c.n_embd, c.n_head, c.n_layer, c.block_size, c.vocab_size, batch_size, self.threads,
             dtype, c.mlp_ratio, c.norm, c.norm_gain, c.final_norm, c.activation,
-            c.tie_embeddings)
+            c.tie_embeddings, c.emb_norm)
         self.engine.set_params(given)
 
     @property

@@ -219,7 +219,8 @@ class ReferenceGPT:
         tok_emb = sd["wte"][token_id]
         pos_emb = sd["wpe"][pos_id]
         x = [t + p for t, p in zip(tok_emb, pos_emb)]
-        x = self.norm(x, "emb_norm")
+        if cfg.emb_norm:
+            x = self.norm(x, "emb_norm")
         for li in range(cfg.n_layer):
             x_residual = x
             x = self.norm(x, f"layer{li}.attn_norm")

@@ -642,7 +642,7 @@ cdef class Engine:
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size, int vocab_size,
                   int batch_size, int threads, dtype, int mlp_ratio=4, norm="rmsnorm",
                   bint norm_gain=False, bint final_norm=False, activation="relu",
-                  bint tie_embeddings=False):
+                  bint tie_embeddings=False, bint emb_norm=True):
         memset(&self.ws, 0, sizeof(Workspace))
         dtype = np.dtype(dtype)
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
@@ -652,7 +652,8 @@ cdef class Engine:
             raise ValueError("invalid engine sizes, dtype or architecture")
         cdef Workspace* ws = &self.ws
         dims_init(&ws.d, n_embd, n_head, n_layer, block_size, vocab_size, batch_size, mlp_ratio,
-                  NORMS[norm], norm_gain, final_norm, ACTIVATIONS[activation], tie_embeddings)
+                  NORMS[norm], norm_gain, final_norm, ACTIVATIONS[activation], tie_embeddings,
+                  emb_norm)
         self.itemsize = dtype.itemsize
         self.batch_size = batch_size
         ws.max_threads = threads

@@ -6,7 +6,7 @@
 #   F  mlp_ratio * C, the MLP hidden width       V  vocab_size
 #   L  layers                                    P  parameters
 #   R  rows of a step: the positions of all its documents, one after another
-#   N  norms: 1 + 2 L, one more with final_norm
+#   N  norms: 2 L, one more with emb_norm, one more with final_norm
 # Every matrix is row-major; a weight "W (nout, nin)" maps nin inputs to nout
 # outputs, as in the original. Offsets are counted in elements, not bytes.
 #
@@ -29,7 +29,7 @@ cdef enum:
 cdef struct Dims:
     int C, H, D, F, V, T, L
     int norm, activation           # NORM_*, ACT_*
-    bint norm_gain, final_norm, tie_embeddings
+    bint norm_gain, final_norm, tie_embeddings, emb_norm
     int Tp                         # T rounded up to 16 (floats in the widest vector): room
                                    # for any attention row, padded(m) <= Tp (attention.pxd)
     int R                          # most rows of a step: batch_size * T
@@ -40,17 +40,20 @@ cdef struct Dims:
     Py_ssize_t qkv, wo, fc1, fc2   # inside a layer: (3C, C) = wq;wk;wv, (C, C), (F, C), (C, F)
     int n_norms                    # N
     Py_ssize_t gains               # (N, C) each norm's gain (norm_gain), in the forward's
-                                   # order: after the embedding, each layer's two, the final
+                                   # order: after the embedding (emb_norm), each layer's
+                                   # two, the final
     # row space: tensors of R rows
-    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its norm's scale
+    Py_ssize_t emb, emb_scale      # (R, C) wte[tok] + wpe[pos], (R,) its norm's scale;
+                                   # without emb_norm emb is xs[0] and has no scale
     Py_ssize_t xs                  # (L + 1, R, C) residual stream entering each layer, then the output
     Py_ssize_t logits              # (R, V) logits, then their gradient
-    Py_ssize_t d_x0, d_emb         # (R, C) gradients of xs[0] and of emb
+    Py_ssize_t d_x0, d_emb         # (R, C) gradients of xs[0] and of emb (one tensor
+                                   # without emb_norm)
     Py_ssize_t d_ln, d_att         # (R, C) scratch: gradient of a norm output (before its
                                    # gain), of att_out
     # A norm's normalized rows before its gain (the "hat" tensors) are kept for the
     # gain's gradient; without gains they are the norm's output itself.
-    Py_ssize_t emb_hat             # (R, C) xs[0] before its gain
+    Py_ssize_t emb_hat             # (R, C) xs[0] before its gain (emb_norm)
     Py_ssize_t xf, xf_scale, xf_hat  # (R, C), (R,), (R, C) final norm of xs[L] (final_norm)
     Py_ssize_t head_in             # (R, C) the head's input: xf, or xs[L] without final_norm
     Py_ssize_t d_xf                # (R, C) gradient of xf (final_norm)
@@ -92,7 +95,7 @@ cdef inline Py_ssize_t block_elems(int nin) noexcept nogil:
 cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int block_size,
                            int vocab_size, int batch_size, int mlp_ratio, int norm,
                            bint norm_gain, bint final_norm, int activation,
-                           bint tie_embeddings) noexcept nogil:
+                           bint tie_embeddings, bint emb_norm) noexcept nogil:
     # 64-bit sizes throughout: R * H * T passes 2**31 long before memory runs out
     cdef Py_ssize_t C = n_embd, T = block_size, V = vocab_size
     cdef Py_ssize_t F = <Py_ssize_t>mlp_ratio * n_embd
@@ -102,7 +105,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     cdef Py_ssize_t cur = 0, layer_cur = 0
     d.C = n_embd; d.H = n_head; d.D = n_embd // n_head; d.F = <int>F
     d.norm = norm; d.norm_gain = norm_gain; d.final_norm = final_norm
-    d.activation = activation; d.tie_embeddings = tie_embeddings
+    d.activation = activation; d.tie_embeddings = tie_embeddings; d.emb_norm = emb_norm
     d.V = vocab_size; d.T = block_size; d.L = n_layer; d.Tp = <int>Tp
     d.R = <int>R
     d.wte = 0
@@ -118,16 +121,20 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.fc1 = 4 * C * C
     d.fc2 = 4 * C * C + F * C
     d.layer_size = 4 * C * C + 2 * F * C
-    d.n_norms = 1 + 2 * n_layer + (1 if final_norm else 0)
+    d.n_norms = (1 if emb_norm else 0) + 2 * n_layer + (1 if final_norm else 0)
     d.gains = d.layer0 + n_layer * d.layer_size
     d.P = d.gains + (d.n_norms * C if norm_gain else 0)
 
-    d.emb = _take(&cur, R * C)
-    d.emb_scale = _take(&cur, R)
+    # without emb_norm xs[0] is emb itself: the embedding writes it, and the
+    # scatter into wte and wpe reads d_x0
+    d.emb = _take(&cur, R * C) if emb_norm else 0
+    d.emb_scale = _take(&cur, R) if emb_norm else 0
     d.xs = _take(&cur, (n_layer + 1) * R * C)
     d.logits = _take(&cur, R * V)
     d.d_x0 = _take(&cur, R * C)
-    d.d_emb = _take(&cur, R * C)
+    d.d_emb = _take(&cur, R * C) if emb_norm else d.d_x0
+    if not emb_norm:
+        d.emb = d.xs
     d.d_ln = _take(&cur, R * C)
     d.d_att = _take(&cur, R * C)
     d.ln1 = _take(&layer_cur, R * C)
@@ -156,7 +163,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
         d.d_ln2 = _take(&layer_cur, R * C)
     d.act_size = layer_cur
     d.act0 = _take(&cur, n_layer * layer_cur)
-    d.emb_hat = _take(&cur, R * C) if norm_gain else d.xs
+    d.emb_hat = _take(&cur, R * C) if norm_gain and emb_norm else d.xs
     d.head_in = d.xs + n_layer * R * C
     d.xf = d.xf_hat = d.head_in
     d.xf_scale = d.d_xf = 0

@@ -8,9 +8,10 @@
 # only; the weight gradients are products over all rows of the step, taken
 # later (engine.pxi, phase B) from the tensors left here.
 #
-# Every norm (after the embedding, two per layer, the final one when on) is
-# the config's rmsnorm or layernorm, times its gain when norm_gain: _norm_forward
-# and _norm_backward choose, once per call.
+# Every norm (after the embedding when emb_norm, two per layer, the final one
+# when final_norm) is the config's rmsnorm or layernorm, times its gain when
+# norm_gain: _norm_forward and _norm_backward choose, once per call. Without
+# emb_norm, xs[0] is the embedding's own rows (layout.pxd): nothing to copy.
 #
 # params holds the weights in flat order; wt the same buffer with every weight
 # matrix transposed (what the forward products read); rows is row space;
@@ -75,7 +76,8 @@ cdef inline void _norm_backward(const Dims* d, floating* dx, const floating* dou
 
 
 cdef inline const floating* _gain(const Dims* d, const floating* params, int k) noexcept nogil:
-    """Norm k's gain (C,), k in the forward's order (layout.pxd)."""
+    """Norm k's gain (C,), k in the forward's order (layout.pxd): layer l's two are
+    k = d.emb_norm + 2 l and the one after it."""
     return params + d.gains + <Py_ssize_t>k * d.C
 
 
@@ -101,8 +103,9 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         s = doc_rows[j]
         embedding_forward(rows + d.emb + <Py_ssize_t>s * C, params + d.wte, params + d.wpe,
                           row_tok + s, max(r0, s) - s, doc_rows[j + 1] - s, C)
-    _norm_forward(d, rows + d.xs + rc, rows + d.emb_hat + rc, rows + d.emb_scale + r0,
-                  rows + d.emb + rc, _gain(d, params, 0), n, C)
+    if d.emb_norm:  # xs[0] = norm(emb); otherwise the embedding wrote xs[0]
+        _norm_forward(d, rows + d.xs + rc, rows + d.emb_hat + rc, rows + d.emb_scale + r0,
+                      rows + d.emb + rc, _gain(d, params, 0), n, C)
     t = lap(timers, T_EMBED_NORM, t)
     for l in range(d.L):
         lw = wt + d.layer0 + l * d.layer_size
@@ -111,7 +114,7 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         x_out = x_in + <Py_ssize_t>R * C
         # x = norm(x); q, k, v = Wq x, Wk x, Wv x (one product: the three are adjacent)
         _norm_forward(d, act + d.ln1 + rc, act + d.ln1_hat + rc, act + d.ln1_scale + r0,
-                      x_in + rc, _gain(d, params, 1 + 2 * l), n, C)
+                      x_in + rc, _gain(d, params, d.emb_norm + 2 * l), n, C)
         t = lap(timers, T_EMBED_NORM, t)
         linear_forward(act + d.qkv_out + 3 * rc, act + d.ln1 + rc, lw + d.qkv, n, C, 3 * C)
         t = lap(timers, T_PROJECTIONS, t)
@@ -128,7 +131,7 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         t = lap(timers, T_PROJECTIONS, t)
         # x = fc2 relu(fc1 norm(x)) + residual
         _norm_forward(d, act + d.ln2 + rc, act + d.ln2_hat + rc, act + d.ln2_scale + r0,
-                      act + d.x_mid + rc, _gain(d, params, 2 + 2 * l), n, C)
+                      act + d.x_mid + rc, _gain(d, params, d.emb_norm + 1 + 2 * l), n, C)
         t = lap(timers, T_EMBED_NORM, t)
         if d.activation == ACT_RELU:
             linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
@@ -228,7 +231,7 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         _copy(act + d.d_mid + rc, d_top, <Py_ssize_t>n * C)
         _norm_backward(d, act + d.d_mid + rc, d_norm, d_ln, act + d.x_mid + rc,
                        act + d.ln2_hat + rc, act + d.ln2_scale + r0,
-                       _gain(d, params, 2 + 2 * l), n, C)
+                       _gain(d, params, d.emb_norm + 1 + 2 * l), n, C)
         t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
         # x_mid = Wo att_out + x_in
         _zero(d_att, <Py_ssize_t>n * C)
@@ -255,10 +258,13 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
             d_in = rows + d.d_x0 + rc
         _copy(d_in, act + d.d_mid + rc, <Py_ssize_t>n * C)
         _norm_backward(d, d_in, d_norm, d_ln, x_in, act + d.ln1_hat + rc,
-                       act + d.ln1_scale + r0, _gain(d, params, 1 + 2 * l), n, C)
+                       act + d.ln1_scale + r0, _gain(d, params, d.emb_norm + 2 * l), n, C)
         t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
     # xs[0] = norm(emb): the embedding rows' gradient, scattered into wte and wpe later
-    _zero(rows + d.d_emb + rc, <Py_ssize_t>n * C)
-    _norm_backward(d, rows + d.d_emb + rc, rows + d.d_x0 + rc, d_ln, rows + d.emb + rc,
-                   rows + d.emb_hat + rc, rows + d.emb_scale + r0, _gain(d, params, 0), n, C)
+    # (without emb_norm d_emb is d_x0 itself)
+    if d.emb_norm:
+        _zero(rows + d.d_emb + rc, <Py_ssize_t>n * C)
+        _norm_backward(d, rows + d.d_emb + rc, rows + d.d_x0 + rc, d_ln, rows + d.emb + rc,
+                       rows + d.emb_hat + rc, rows + d.emb_scale + r0, _gain(d, params, 0),
+                       n, C)
     lap(timers, T_BACKWARD + T_EMBED_NORM, t)

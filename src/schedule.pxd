@@ -81,13 +81,15 @@ cdef inline int weight_blocks(const Dims* d, WeightBlock* out) noexcept nogil:
         n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc1, F, C, a + d.d_hidden, a + d.ln2)
         n = add_blocks(out, n, PRODUCT, T_MLP, True, w + d.fc2, C, F, a + d.d_out, a + d.hidden)
     if d.norm_gain:  # one (1, C) block per norm, in the forward's order; gains never decay
-        n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains, 1, C, d.d_x0, d.emb_hat)
+        if d.emb_norm:
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains, 1, C, d.d_x0, d.emb_hat)
         for l in range(d.L):
             a = d.act0 + l * d.act_size
-            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (1 + 2 * l) * C, 1, C,
-                           a + d.d_ln1, a + d.ln1_hat)
-            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (2 + 2 * l) * C, 1, C,
-                           a + d.d_ln2, a + d.ln2_hat)
+            w = d.gains + (d.emb_norm + 2 * l) * C  # this layer's first gain
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, w, 1, C, a + d.d_ln1,
+                           a + d.ln1_hat)
+            n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, w + C, 1, C, a + d.d_ln2,
+                           a + d.ln2_hat)
         if d.final_norm:
             n = add_blocks(out, n, GAIN, T_EMBED_NORM, False, d.gains + (d.n_norms - 1) * C,
                            1, C, d.d_xf, d.xf_hat)

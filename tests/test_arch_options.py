@@ -11,8 +11,8 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_fast import TrainConfig, Trainer, load_checkpoint
-from microgpt_fast.config import GPTConfig, init_params, on_off, param_layout
+from microgpt_fast import TrainConfig, Trainer, load_checkpoint, sweep
+from microgpt_fast.config import GPTConfig, configs_from, init_params, on_off, param_layout
 
 from helpers import assert_cli_error, run_cli
 
@@ -63,8 +63,10 @@ NORM_OPTIONS = {"norm_gain": True, "final_norm": True, "tie_embeddings": True}
 
 
 @pytest.mark.parametrize("options", [{"norm_gain": True}, {"tie_embeddings": True},
-                                     NORM_OPTIONS, {**NORM_OPTIONS, "init": "gpt2"}],
-                         ids=["gain", "tie", "gain-final-tie", "gain-final-tie-gpt2"])
+                                     NORM_OPTIONS, {**NORM_OPTIONS, "init": "gpt2"},
+                                     {**NORM_OPTIONS, "emb_norm": False}],
+                         ids=["gain", "tie", "gain-final-tie", "gain-final-tie-gpt2",
+                              "gain-final-tie-no-emb-norm"])
 def test_gains_start_at_one_and_the_matrices_keep_their_draws(options):
     """Gains are 1 and take no draws; a tied model draws lm_head's numbers all the
     same: every other matrix, and the stream after init, are the untied model's."""
@@ -73,8 +75,9 @@ def test_gains_start_at_one_and_the_matrices_keep_their_draws(options):
     plain_rng, rng = random.Random(3), random.Random(3)
     want, got = matrices(plain, init_params(plain, plain_rng)), matrices(cfg, init_params(cfg, rng))
     assert rng.getstate() == plain_rng.getstate()
-    gains = ["emb_norm_gain", "layer0.attn_norm_gain", "layer0.mlp_norm_gain",
-             "layer1.attn_norm_gain", "layer1.mlp_norm_gain"]
+    gains = ["emb_norm_gain"] if cfg.emb_norm else []  # no norm, no gain
+    gains += ["layer0.attn_norm_gain", "layer0.mlp_norm_gain",
+              "layer1.attn_norm_gain", "layer1.mlp_norm_gain"]
     gains += ["final_norm_gain"] if cfg.final_norm else []
     expected = [name for name in want if not (cfg.tie_embeddings and name == "lm_head")]
     expected += gains if cfg.norm_gain else []
@@ -102,7 +105,7 @@ def test_on_off_refuses_anything_else(bad):
 @pytest.mark.parametrize("field, bad", [("mlp_ratio", 0), ("mlp_ratio", 2.5),
                                         ("norm", "batchnorm"), ("activation", "tanh"),
                                         ("init", "xavier"), ("norm_gain", "on"),
-                                        ("tie_embeddings", 1)])
+                                        ("tie_embeddings", 1), ("emb_norm", None)])
 def test_config_refuses_bad_options(field, bad):
     with pytest.raises(ValueError, match=field):
         GPTConfig(**{field: bad})
@@ -116,6 +119,7 @@ def test_config_refuses_bad_options(field, bad):
     (["--norm", "batchnorm"], ["--norm", "invalid choice"]),
     (["--tie-embeddings", "maybe"], ["--tie-embeddings"]),
     (["--final-norm", "2"], ["--final-norm"]),
+    (["--emb-norm", "maybe"], ["--emb-norm"]),
 ])
 def test_bad_option_flags_fail_in_one_line(tmp_path, args, words):
     assert_cli_error(run_cli(["--steps", "1"] + args, tmp_path), *words)
@@ -127,6 +131,26 @@ def test_norm_options_train_from_the_command_line(tmp_path):
                      tmp_path)
     assert result.returncode == 0, result.stderr
     assert "num params: 3824" in result.stdout  # 4192 - 27*16 (lm_head) + 4 gains of 16
+
+
+def test_emb_norm_off_trains_from_the_command_line(tmp_path):
+    """Without the embedding's norm the first loss already differs (the same
+    weights see another input), and with gains there is one gain fewer."""
+    base = ["--steps", "2", "--num-samples", "0"]
+    on, off = run_cli(base, tmp_path), run_cli(base + ["--emb-norm", "off"], tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert "num params: 4192" in off.stdout
+    assert loss_lines(off.stdout)[0] != loss_lines(on.stdout)[0]
+    gains = run_cli(base + ["--emb-norm", "off", "--norm-gain", "on"], tmp_path)
+    assert gains.returncode == 0, gains.stderr
+    assert "num params: 4224" in gains.stdout  # 4192 + the layer's 2 gains of 16, no emb_norm_gain
+
+
+def test_emb_norm_is_a_sweep_axis():
+    grid = sweep.parse_grid(["emb_norm=on,off"])
+    assert grid == {"emb_norm": [True, False]}
+    models = [configs_from({"emb_norm": value})[0] for value in grid["emb_norm"]]
+    assert [model.emb_norm for model in models] == [True, False]
 
 
 def test_options_train_from_the_command_line(tmp_path):

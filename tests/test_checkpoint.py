@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,20 +100,24 @@ def test_resume_with_another_thread_count(tmp_path, dtype, save_threads, load_th
 
 NORM_OPTIONS = GPTConfig(n_embd=8, n_head=2, n_layer=2, block_size=8, norm="layernorm",
                          norm_gain=True, final_norm=True, tie_embeddings=True)
+# the same without the norm after the embedding (nanoGPT's residual stream)
+NO_EMB_NORM = replace(NORM_OPTIONS, emb_norm=False)
 
 
+@pytest.mark.parametrize("cfg", [NORM_OPTIONS, NO_EMB_NORM], ids=["norms", "no-emb-norm"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_resume_with_norm_options_is_bit_identical(tmp_path, dtype):
+def test_resume_with_norm_options_is_bit_identical(tmp_path, dtype, cfg):
     """The gains, the tied wte and their moments are saved and restored like the
-    other weights (the tied wte's transposed copy rebuilt from it)."""
+    other weights (the tied wte's transposed copy rebuilt from it); a model
+    without the embedding's norm comes back without it."""
     tc = TrainConfig(steps=30, batch_size=4, dtype=dtype)
     run = dict(threads=2, sampling=SampleConfig(num_samples=5))
-    whole = Trainer(NORM_OPTIONS, tc, **run)
+    whole = Trainer(cfg, tc, **run)
     whole.train()
-    first = Trainer(NORM_OPTIONS, tc, **run)
+    first = Trainer(cfg, tc, **run)
     first.train(15)
     half = saved(first, tmp_path / "half.npz")
-    assert half.config == NORM_OPTIONS
+    assert half.config == cfg
     resumed = load_checkpoint(tmp_path / "half.npz", threads=1)
     resumed.train()
     end = saved(whole, tmp_path / "whole.npz")
@@ -131,8 +136,8 @@ def test_checkpoint_without_the_architecture_fields_loads_with_the_defaults(tmp_
     with np.load(tmp_path / "new.npz") as npz:
         parts = dict(npz)
     meta = json.loads(str(parts["meta"][()]))
-    for name in ("norm", "norm_gain", "final_norm", "activation", "tie_embeddings",
-                 "mlp_ratio", "init"):
+    for name in ("norm", "norm_gain", "emb_norm", "final_norm", "activation",
+                 "tie_embeddings", "mlp_ratio", "init"):
         del meta["config"][name]
     parts["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "old.npz", **parts)

@@ -62,6 +62,14 @@ CASES = [
                                  "tie_embeddings": True}),
     (9, 3, 2, 7, 2, "unicode_ds", {"norm": "layernorm", "norm_gain": True,
                                    "tie_embeddings": True, "activation": "gelu"}),
+    # no norm after the embedding: alone, with every norm option (the layers'
+    # gains then come first), and nanoGPT's whole architecture
+    (7, 1, 2, 9, 2, "unicode_ds", {"emb_norm": False}),
+    (10, 2, 2, 8, 3, "names_ds", {"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                                  "tie_embeddings": True, "emb_norm": False}),
+    (12, 3, 2, 7, 2, "names_ds", {"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                                  "activation": "gelu", "tie_embeddings": True, "init": "gpt2",
+                                  "emb_norm": False}),
 ]
 
 
@@ -189,12 +197,14 @@ def case_index(**options) -> int:
 
 
 # indices into CASES: relu, then gelu and silu, then layernorm with gains and all
-# four norm options
+# four norm options, then nanoGPT's architecture (no norm after the embedding)
 FD_CASES = [0, 3, 4, 6, 9, case_index(activation="gelu", mlp_ratio=3),
             case_index(activation="silu", mlp_ratio=2),
             case_index(norm="layernorm", norm_gain=True),
             case_index(norm="layernorm", norm_gain=True, final_norm=True,
-                       tie_embeddings=True)]
+                       tie_embeddings=True),
+            case_index(norm="layernorm", norm_gain=True, final_norm=True, activation="gelu",
+                       tie_embeddings=True, init="gpt2", emb_norm=False)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

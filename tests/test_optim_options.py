@@ -207,8 +207,10 @@ def test_weight_decay_spares_norm_gains_by_name():
 
 @pytest.mark.parametrize("arch", [{"n_layer": 1}, {"n_layer": 3},
                                   {"n_layer": 2, "norm_gain": True, "final_norm": True,
-                                   "tie_embeddings": True}],
-                         ids=["1-layer", "3-layers", "gains-tied"])
+                                   "tie_embeddings": True},
+                                  {"n_layer": 2, "norm_gain": True, "final_norm": True,
+                                   "emb_norm": False}],
+                         ids=["1-layer", "3-layers", "gains-tied", "gains-no-emb-norm"])
 def test_compiled_blocks_decay_as_their_names_say(names_ds, arch):
     """Each weight block's decay flag (schedule.pxd) agrees, weight by weight,
     with the naming convention over config.param_layout; the blocks cover every
@@ -217,7 +219,7 @@ def test_compiled_blocks_decay_as_their_names_say(names_ds, arch):
     engine = load_kernel().module.Engine(cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
                                          cfg.vocab_size, 2, 2, "float64", cfg.mlp_ratio,
                                          cfg.norm, cfg.norm_gain, cfg.final_norm,
-                                         cfg.activation, cfg.tie_embeddings)
+                                         cfg.activation, cfg.tie_embeddings, cfg.emb_norm)
     plan = engine.plan(names_ds.starts, np.array([0, 1], np.int64))
     by_block = np.full(cfg.num_params, -1.0)
     for (matrix, nout, nin, o0, o1), decay in zip(plan["blocks"], plan["block_decay"]):

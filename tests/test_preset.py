@@ -11,8 +11,9 @@ from microgpt_fast.config import PRESETS, GPTConfig, TrainConfig, configs_from, 
 from helpers import assert_cli_error, run_cli, run_sweep
 
 NANOGPT = {
-    "norm": "layernorm", "norm_gain": True, "final_norm": True, "activation": "gelu",
-    "tie_embeddings": True, "init": "gpt2", "learning_rate": 1e-3, "beta1": 0.9,
+    "norm": "layernorm", "norm_gain": True, "emb_norm": False, "final_norm": True,
+    "activation": "gelu", "tie_embeddings": True, "init": "gpt2", "learning_rate": 1e-3,
+    "beta1": 0.9,
     "beta2": 0.99, "lr_schedule": "cosine", "warmup_steps": 100, "min_lr": 1e-4,
     "weight_decay": 0.1, "grad_clip": 1.0,
 }
@@ -40,7 +41,8 @@ def test_unknown_preset_is_refused():
 def test_help_lists_what_the_preset_sets(tmp_path):
     result = run_cli(["--help"], tmp_path)
     text = " ".join(result.stdout.split())
-    assert "nanogpt: norm=layernorm, norm_gain=on, final_norm=on, activation=gelu" in text
+    assert ("nanogpt: norm=layernorm, norm_gain=on, emb_norm=off, final_norm=on, "
+            "activation=gelu") in text
     assert "weight_decay=0.1, grad_clip=1.0" in text
 
 

@@ -68,11 +68,13 @@ def test_each_activation_gives_identical_bits_on_two_threads(names_ds, activatio
 # the norm options (GPTConfig), all on, with each norm
 NORM_OPTIONS = [{"norm": "layernorm", "norm_gain": True, "final_norm": True,
                  "tie_embeddings": True},
-                {"norm_gain": True, "final_norm": True, "tie_embeddings": True}]
+                {"norm_gain": True, "final_norm": True, "tie_embeddings": True},
+                {"norm": "layernorm", "norm_gain": True, "final_norm": True,
+                 "tie_embeddings": True, "emb_norm": False}]
 
 
 @needs_two_cores
-@pytest.mark.parametrize("arch", NORM_OPTIONS, ids=["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("arch", NORM_OPTIONS, ids=["layernorm", "rmsnorm", "no-emb-norm"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_norm_options_give_identical_bits_on_two_threads(names_ds, kernel, dtype, arch):

@@ -118,10 +118,15 @@ def test_train_rejects_steps_outside_schedule(names_ds):
 
 
 @pytest.mark.parametrize("arch", [{}, {"norm": "layernorm", "norm_gain": True,
-                                        "final_norm": True, "tie_embeddings": True}],
-                         ids=["original", "norm-options"])
+                                        "final_norm": True, "tie_embeddings": True},
+                                   {"norm": "layernorm", "norm_gain": True,
+                                    "final_norm": True, "tie_embeddings": True,
+                                    "activation": "gelu", "emb_norm": False}],
+                         ids=["original", "norm-options", "no-emb-norm"])
 def test_trainer_engines_agree(tiny_ds, tmp_path, arch):
-    """Trainer with either engine: same losses, parameters and samples."""
+    """Trainer with either engine: same losses, parameters and samples (drawn
+    through the compiled KV cache, whose new rows start at xs[0] itself when
+    there is no norm after the embedding)."""
     path = tmp_path / "docs.txt"
     path.write_text("\n".join(tiny_ds.docs) + "\n", encoding="utf-8")
     cfg = GPTConfig(n_embd=8, n_head=2, block_size=8, **arch)
