@@ -36,6 +36,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _switch(text: str) -> bool:
+    """on_off for argparse: its message, not "invalid on_off value"."""
+    try:
+        return on_off(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), note: str = "") -> None:
     """One flag for each field of the config dataclass cls (--n-embd for n_embd),
     with the type, choices and help its declaration gives (config._field). The
@@ -49,7 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), note: str = 
         kind = flag.pop("type", type(f.default))
         shown = flag.pop("shown", f.default)
         if kind is bool:  # a switch: --flag on / --flag off
-            kind, shown = on_off, "on" if shown else "off"
+            kind, shown = _switch, "on" if shown else "off"
             flag.setdefault("metavar", "{on,off}")
         if "choices" not in flag:
             flag.setdefault("metavar", kind.__name__.upper())

@@ -117,7 +117,7 @@ def test_config_refuses_bad_options(field, bad):
     (["--init", "xavier"], ["--init", "invalid choice"]),
     (["--activation", "tanh"], ["--activation", "invalid choice"]),
     (["--norm", "batchnorm"], ["--norm", "invalid choice"]),
-    (["--tie-embeddings", "maybe"], ["--tie-embeddings"]),
+    (["--tie-embeddings", "maybe"], ["--tie-embeddings", "expected on or off"]),
     (["--final-norm", "2"], ["--final-norm"]),
     (["--emb-norm", "maybe"], ["--emb-norm"]),
 ])
