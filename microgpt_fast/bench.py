@@ -237,12 +237,17 @@ def read_steps(proc: subprocess.Popen, steps: int, timeout: float) -> dict[int, 
 @contextmanager
 def competitor():
     """A CPU-bound process (a Python busy loop) running while inside the block,
-    stopped when it ends, whatever way it ends; yields the process."""
-    proc = spawn([sys.executable, "-c", "while True: pass"])
+    stopped when it ends, whatever way it ends; yields the process once its loop
+    spins (interpreter start-up outlasts a short warm-up run)."""
+    proc = spawn([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+                 stdout=subprocess.PIPE)
     try:
+        if not proc.stdout.readline():
+            raise OSError(f"the competitor process ended at once (exit code {proc.wait()})")
         yield proc
     finally:
         stop(proc)
+        proc.stdout.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
