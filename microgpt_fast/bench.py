@@ -301,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def speedup_text(x: float) -> str:
+    """A speedup for the table: two decimals below 100 (the reference against the
+    original is about 1.5), whole numbers above; blank when there is none."""
+    return "" if math.isnan(x) else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
 def print_table(rows: list[Row], out=sys.stdout) -> None:
     """One line per row; the x/orig column only when some row has it (--original)."""
     with_original = any(not math.isnan(r.speedup_original) for r in rows)
@@ -312,14 +318,12 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
     print("-" * len(head), file=out)
     for r in rows:
         engine = r.engine + "+busy" * r.busy
-        x_orig = ("" if math.isnan(r.speedup_original) else
-                  f"{r.speedup_original:.0f}" if r.speedup_original >= 100 else
-                  f"{r.speedup_original:.2f}")
         print(f"{engine:<{width}} {r.dtype:<7} {r.threads:>3} {r.batch:>5} {r.n_embd:>4} "
               f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
-              f"{r.speedup_step:>9.0f} {r.speedup_doc:>9.0f}"
-              + (f" {x_orig:>9}" if with_original else ""), file=out)
+              f"{speedup_text(r.speedup_step):>9} {speedup_text(r.speedup_doc):>9}"
+              + (f" {speedup_text(r.speedup_original):>9}" if with_original else ""),
+              file=out)
 
 
 def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout) -> dict:
