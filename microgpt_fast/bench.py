@@ -28,7 +28,7 @@ here): it runs in a temporary folder whose input.txt is the bundled names, as
 `python -u PATH`; its ms/step is the time between the arrival of its `step 2`
 and its `step N` lines (N = --original-steps) divided by N - 2, after which
 it is stopped. The exact-mode rows then carry x/orig, their speedup against
-it, beside x/step, their speedup against the reference (itself about 1.5x
+it, beside x/step, their speedup against the reference (itself about 1.6x
 faster than the original, so x/step understates the speedup over the original).
 
 --busy times each throughput row of 2 or more threads a second time while a
@@ -49,18 +49,20 @@ import random
 import re
 import selectors
 import shutil
+import signal
 import stat
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .cli import Parser, add_config_flags, run_guarded
+from .cli import Interrupted, Parser, add_config_flags, run_guarded
 from .config import Adam, GPTConfig, RunOptions, TrainConfig, init_params
 from .data import bundled_path, load_data, load_text, natural_format
 from .engine import CompiledGPT
@@ -143,6 +145,26 @@ def spawn(command: list[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
 
 
+@contextmanager
+def raising_on_termination():
+    """SIGTERM and SIGHUP raise Interrupted inside the block (as Ctrl-C raises
+    KeyboardInterrupt), so that the block's cleanup stops the processes the
+    bench started instead of leaving them behind; a signal ignored stays so."""
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for num in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if num is not None and signal.getsignal(num) is not signal.SIG_IGN:
+                previous[num] = signal.signal(num, interrupt)
+    try:
+        yield
+    finally:
+        for num, handler in previous.items():
+            signal.signal(num, handler)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """End proc: terminate, kill after STOP_GRACE_S, and reap it."""
     if proc.poll() is None:
@@ -172,7 +194,8 @@ def time_original(path: str, steps: int, timeout: float) -> float:
     steps - 2 (step 1 holds the start-up). The script is stopped once step
     `steps` arrives, or on any error or interrupt. ValueError when it exits
     before that or does not get there within timeout seconds."""
-    with (tempfile.TemporaryDirectory(prefix="microgpt-original-") as folder,
+    with (raising_on_termination(),
+          tempfile.TemporaryDirectory(prefix="microgpt-original-") as folder,
           open(os.path.join(folder, "stderr.txt"), "w+b") as errors):
         shutil.copyfile(bundled_path("names"), os.path.join(folder, "input.txt"))
         proc = spawn([sys.executable, "-u", os.path.abspath(path)], cwd=folder,
@@ -234,20 +257,31 @@ def read_steps(proc: subprocess.Popen, steps: int, timeout: float) -> dict[int, 
     return arrived
 
 
+# a busy loop that ends itself once its parent (the bench) is gone, however
+# that ended (even SIGKILL): its parent then changes
+SPIN = """import os
+parent = os.getppid()
+print("spinning", flush=True)
+while os.getppid() == parent:
+    for _ in range(1 << 20):
+        pass
+"""
+
+
 @contextmanager
 def competitor():
     """A CPU-bound process (a Python busy loop) running while inside the block,
     stopped when it ends, whatever way it ends; yields the process once its loop
     spins (interpreter start-up outlasts a short warm-up run)."""
-    proc = spawn([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
-                 stdout=subprocess.PIPE)
-    try:
-        if not proc.stdout.readline():
-            raise OSError(f"the competitor process ended at once (exit code {proc.wait()})")
-        yield proc
-    finally:
-        stop(proc)
-        proc.stdout.close()
+    with raising_on_termination():
+        proc = spawn([sys.executable, "-c", SPIN], stdout=subprocess.PIPE)
+        try:
+            if not proc.stdout.readline():
+                raise OSError(f"the competitor process ended at once (exit code {proc.wait()})")
+            yield proc
+        finally:
+            stop(proc)
+            proc.stdout.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def speedup_text(x: float) -> str:
     """A speedup for the table: two decimals below 100 (the reference against the
-    original is about 1.5), whole numbers above; blank when there is none."""
+    original is about 1.6), whole numbers above; blank when there is none."""
     return "" if math.isnan(x) else f"{x:.2f}" if x < 100 else f"{x:.0f}"
 
 

@@ -6,9 +6,12 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ import pytest
 from microgpt_fast import bench
 from microgpt_fast.kernels import VARIANTS, KernelError, available_kernels, load_kernel
 
-from helpers import assert_cli_error, call_main, env_without, needs_profiling, run_bench
+from helpers import (assert_cli_error, call_main, cli_env, env_without, needs_profiling,
+                     run_bench)
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1",
@@ -239,3 +243,55 @@ def test_busy_competitor_stopped_on_interrupt(tmp_path, monkeypatch, spawned):
     result = call_main(bench.main, BUSY, tmp_path)
     assert result.returncode == 130
     assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
+
+
+def running(pid: int) -> bool:
+    """pid names a live process (a zombie waiting for an absent reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_of(pid: int, timeout: float) -> int | None:
+    """The first child process of pid within timeout seconds, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                             text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or shutil.which("ps") is None,
+                    reason="needs /proc and ps")
+@pytest.mark.parametrize("flags, sig, code", [
+    (["--original", FAKE_ORIGINAL, "--original-steps", "999"], signal.SIGTERM, 128 + 15),
+    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGTERM, 128 + 15),
+    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGKILL, -9),
+])
+def test_killed_bench_leaves_no_process(tmp_path, flags, sig, code):
+    """The bench stopped by SIGTERM stops what it started (the original, the
+    competitor) and exits 143; stopped by SIGKILL, it cannot, and the competitor
+    ends itself once its parent is gone."""
+    bench_proc = subprocess.Popen(
+        [sys.executable, "-m", "microgpt_fast.bench", *map(str, QUICK + flags)],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        child = child_of(bench_proc.pid, 60)
+        assert child is not None, "the bench started no process"
+        time.sleep(0.3)
+        bench_proc.send_signal(sig)
+        _, err = bench_proc.communicate(timeout=60)
+    finally:
+        if bench_proc.poll() is None:
+            bench_proc.kill()
+            bench_proc.wait()
+    assert bench_proc.returncode == code, err
+    deadline = time.monotonic() + 10
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
