@@ -6,6 +6,9 @@
     python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
     python -m microgpt_fast.bench --big shakespeare   # also the n_embd 256 model, on text windows
     python -m microgpt_fast.bench --data shakespeare  # every mode on windows of 17 characters
+    python -m microgpt_fast.bench --original microgpt.py   # also time Karpathy's original
+    python -m microgpt_fast.bench --busy              # also each row of 2+ threads beside a
+                                                      # CPU-bound competitor process
 
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
@@ -19,6 +22,20 @@ width C, F = 4C, vocabulary V):
             + n * 2 * V * C                    (lm head)
     training = 3 * forward                     (backward costs two forwards)
 Norms, softmax, the loss and Adam are not counted.
+
+--original PATH times an unchanged copy of Karpathy's microgpt.py (not shipped
+here): it runs in a temporary folder whose input.txt is the bundled names, as
+`python -u PATH`; its ms/step is the time between the arrival of its `step 2`
+and its `step N` lines (N = --original-steps) divided by N - 2, after which
+it is stopped. The exact-mode rows then carry x/orig, their speedup against
+it, beside x/step, their speedup against the reference (itself about 1.6x
+faster than the original, so x/step understates the speedup over the original).
+
+--busy times each throughput row of 2 or more threads a second time while a
+CPU-bound process (a Python busy loop the bench starts and stops) competes for
+a core: what a busy machine costs a row whose threads wait for each other.
+These rows are marked busy (engine `NAME+busy` in the table, `busy` in JSON
+and CSV).
 """
 
 from __future__ import annotations
@@ -26,17 +43,28 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import os
 import random
+import re
+import selectors
+import shutil
+import signal
+import stat
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .cli import Parser, add_config_flags, run_guarded
+from .cli import Interrupted, Parser, add_config_flags, run_guarded
 from .config import Adam, GPTConfig, RunOptions, TrainConfig, init_params
-from .data import load_data, load_text, natural_format
+from .data import bundled_path, load_data, load_text, natural_format
 from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
                       load_kernel, profiling_built)
@@ -63,6 +91,8 @@ class Row:
     peak_pct: float      # of the numpy float32 peak at the same thread count
     speedup_step: float  # reference us/step (same shape, batch 1) / us/step
     speedup_doc: float   # reference us/doc (same shape) / us/doc
+    speedup_original: float = math.nan  # original us/step / us/step (exact mode, --original)
+    busy: bool = False   # timed beside a CPU-bound competitor process (--busy)
 
 
 def train_flops(cfg: GPTConfig, n: int) -> float:
@@ -100,6 +130,160 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
     return statistics.median(times), model
 
 
+# the original's progress line: print(f"step {step+1:4d} / {num_steps:4d} | loss ...",
+# end='\r'); \r or \n may end it
+STEP_LINE = re.compile(rb"step\s+(\d+)\s*/\s*(\d+)\s*\|\s*loss")
+STOP_GRACE_S = 2.0  # from terminate to kill
+
+
+class EarlyExit(Exception):
+    """The original's output ended before the step the bench waits for."""
+
+
+def spawn(command: list[str], **kwargs) -> subprocess.Popen:
+    """Every process the bench starts (the original, a competitor) starts here."""
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
+
+
+@contextmanager
+def raising_on_termination():
+    """SIGTERM and SIGHUP raise Interrupted inside the block (as Ctrl-C raises
+    KeyboardInterrupt), so that the block's cleanup stops the processes the
+    bench started instead of leaving them behind; a signal ignored stays so."""
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for num in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if num is not None and signal.getsignal(num) is not signal.SIG_IGN:
+                previous[num] = signal.signal(num, interrupt)
+    try:
+        yield
+    finally:
+        for num, handler in previous.items():
+            signal.signal(num, handler)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End proc: terminate, kill after STOP_GRACE_S, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check_original(path: str) -> None:
+    """ValueError unless path is a readable regular file (before any measurement)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"--original {path}: not a regular file")
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--original {path}: {exc.strerror or exc}") from None
+
+
+def time_original(path: str, steps: int, timeout: float) -> float:
+    """Seconds per step of the script at path (Karpathy's microgpt.py), run as
+    `python -u path` in a temporary folder whose input.txt is the bundled names:
+    the time between the arrival of its `step 2` and `step steps` lines over
+    steps - 2 (step 1 holds the start-up). The script is stopped once step
+    `steps` arrives, or on any error or interrupt. ValueError when it exits
+    before that or does not get there within timeout seconds."""
+    with (raising_on_termination(),
+          tempfile.TemporaryDirectory(prefix="microgpt-original-") as folder,
+          open(os.path.join(folder, "stderr.txt"), "w+b") as errors):
+        shutil.copyfile(bundled_path("names"), os.path.join(folder, "input.txt"))
+        proc = spawn([sys.executable, "-u", os.path.abspath(path)], cwd=folder,
+                     stdout=subprocess.PIPE, stderr=errors,
+                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            arrived = read_steps(proc, steps, timeout)
+        except EarlyExit as exc:
+            stop(proc)  # all its stderr is written
+            errors.seek(0)
+            last = [ln for ln in errors.read().decode(errors="replace").splitlines()
+                    if ln.strip()]
+            raise ValueError(f"--original {path}: {exc}"
+                             + (f" ({last[-1].strip()})" if last else "")) from None
+        except TimeoutError as exc:
+            raise ValueError(f"--original {path}: {exc}") from None
+        finally:
+            stop(proc)
+            proc.stdout.close()
+    if 2 not in arrived:
+        raise ValueError(f"--original {path}: printed step {steps} but no step 2 line")
+    return (arrived[steps] - arrived[2]) / (steps - 2)
+
+
+def read_steps(proc: subprocess.Popen, steps: int, timeout: float) -> dict[int, float]:
+    """perf_counter time at which each `step k / n | loss` line of proc's stdout
+    arrived, read until step `steps` arrives. EarlyExit when proc's output ends
+    first, TimeoutError when timeout seconds pass first."""
+    arrived: dict[int, float] = {}
+    pending = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while steps not in arrived:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                last = max(arrived, default=None)
+                raise TimeoutError(f"no step line within {timeout:g} s" if last is None else
+                                   f"reached step {last}, not {steps}, within {timeout:g} s")
+            if not sel.select(left):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            now = time.perf_counter()
+            if not chunk:
+                try:
+                    code = proc.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    code = "none yet"
+                last = max(arrived, default=None)
+                raise EarlyExit(f"output ended (exit code {code}) "
+                                + ("before any step line" if last is None else
+                                   f"after step {last}, before step {steps}"))
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for line in lines:
+                m = STEP_LINE.search(line)
+                if m:
+                    arrived.setdefault(int(m[1]), now)
+    return arrived
+
+
+# a busy loop that ends itself once its parent (the bench) is gone, however
+# that ended (even SIGKILL): its parent then changes
+SPIN = """import os
+parent = os.getppid()
+print("spinning", flush=True)
+while os.getppid() == parent:
+    for _ in range(1 << 20):
+        pass
+"""
+
+
+@contextmanager
+def competitor():
+    """A CPU-bound process (a Python busy loop) running while inside the block,
+    stopped when it ends, whatever way it ends; yields the process once its loop
+    spins (interpreter start-up outlasts a short warm-up run)."""
+    with raising_on_termination():
+        proc = spawn([sys.executable, "-c", SPIN], stdout=subprocess.PIPE)
+        try:
+            if not proc.stdout.readline():
+                raise OSError(f"the competitor process ended at once (exit code {proc.wait()})")
+            yield proc
+        finally:
+            stop(proc)
+            proc.stdout.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m microgpt_fast.bench", description=__doc__.split("\n\n")[0])
     add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"))  # --data
@@ -129,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "float32) on windows of 65 characters of this text (the text format), "
                         "e.g. shakespeare")
     p.add_argument("--big-steps", type=int, default=10, help="steps per big-model run")
+    p.add_argument("--original", metavar="PATH", default=None,
+                   help="also time this unchanged copy of Karpathy's microgpt.py (run in a "
+                        "temporary folder with the bundled names as its input.txt), and give "
+                        "the exact mode's speedup against it (x/orig)")
+    p.add_argument("--original-steps", type=int, default=20, metavar="N",
+                   help="time the original from its step 2 line to its step N line, then "
+                        "stop it")
+    p.add_argument("--original-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="give up on the original when its step N line has not come by then")
+    p.add_argument("--busy", action="store_true",
+                   help="also time each throughput row of 2 or more threads while a CPU-bound "
+                        "process the bench starts competes for a core (rows marked +busy)")
     p.add_argument("--breakdown", action="store_true",
                    help="time per op group for each variant (needs the profiling builds: "
                         "install with MICROGPT_FAST_PROFILE=1)")
@@ -139,17 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def speedup_text(x: float) -> str:
+    """A speedup for the table: two decimals below 100 (the reference against the
+    original is about 1.6), whole numbers above; blank when there is none."""
+    return "" if math.isnan(x) else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
 def print_table(rows: list[Row], out=sys.stdout) -> None:
-    head = (f"{'engine':<10} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
+    """One line per row; the x/orig column only when some row has it (--original)."""
+    with_original = any(not math.isnan(r.speedup_original) for r in rows)
+    width = max([10] + [len(r.engine) + 5 * r.busy for r in rows])
+    head = (f"{'engine':<{width}} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
             f"{'us/step':>11} {'us/doc':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'%peak':>6} "
-            f"{'x/step':>9} {'x/doc':>9}")
+            f"{'x/step':>9} {'x/doc':>9}" + (f" {'x/orig':>9}" if with_original else ""))
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
-        print(f"{r.engine:<10} {r.dtype:<7} {r.threads:>3} {r.batch:>5} {r.n_embd:>4} "
+        engine = r.engine + "+busy" * r.busy
+        print(f"{engine:<{width}} {r.dtype:<7} {r.threads:>3} {r.batch:>5} {r.n_embd:>4} "
               f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
-              f"{r.speedup_step:>9.0f} {r.speedup_doc:>9.0f}", file=out)
+              f"{speedup_text(r.speedup_step):>9} {speedup_text(r.speedup_doc):>9}"
+              + (f" {speedup_text(r.speedup_original):>9}" if with_original else ""),
+              file=out)
 
 
 def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout) -> dict:
@@ -199,12 +407,23 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
     return result
 
 
-def run(args, out=sys.stdout) -> dict:
+def run(args, out=None) -> dict:
+    out = out or sys.stdout  # at call time: a caller may have redirected it
     # fail before the measurements, not after them
     for flag in ("json", "csv", "plot"):
         check_output("--" + flag, getattr(args, flag), image=flag == "plot")
     if args.plot:
         pyplot("--plot")
+    if args.original is not None:
+        check_original(args.original)
+        if args.data not in (None, "names"):
+            raise ValueError("--original trains on the names (its input.txt): the exact mode "
+                             "it is compared with needs them too; leave --data out")
+        if args.original_steps < 3:
+            raise ValueError(f"--original-steps must be >= 3 (the time from step 2 to step N), "
+                             f"got {args.original_steps}")
+        if not args.original_timeout > 0:
+            raise ValueError(f"--original-timeout must be > 0, got {args.original_timeout:g}")
     # every model of the exact and throughput modes has the default block size
     ds = load_data(args.data, args.data_format or natural_format(args.data), random.Random(42),
                    GPTConfig().block_size, 42)
@@ -234,14 +453,22 @@ def run(args, out=sys.stdout) -> dict:
             print(f"reference n_embd {C}: {reference[C][0] * 1e3:.1f} ms/step over "
                   f"{args.reference_steps} steps", file=out)
 
+    original = None  # s/step of --original, before anything else loads the machine
+    if args.original is not None:
+        original = time_original(args.original, args.original_steps, args.original_timeout)
+        print(f"original {args.original}: {original * 1e3:.1f} ms/step over steps 2.."
+              f"{args.original_steps}", file=out)
+
     rows: list[Row] = []
 
-    def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds):
-        positions = data.positions(cfg.block_size, batch, 0, steps).tolist()
+    def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds, first=0,
+                busy=False):
+        positions = data.positions(cfg.block_size, batch, first, steps).tolist()
         flops = sum(train_flops(cfg, n) for n in positions)
         us_step = seconds / steps * 1e6
         us_doc = us_step / batch
-        ref = reference.get(cfg.n_embd) if cfg.n_layer == 1 and cfg.block_size == 16 else None
+        ref_shape = cfg.n_layer == 1 and cfg.block_size == 16
+        ref = reference.get(cfg.n_embd) if ref_shape else None
         ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
         peak = peaks.get(nthreads) or peaks.setdefault(nthreads,
                                                       peak_gflops(nthreads, args.peak_size))
@@ -250,12 +477,21 @@ def run(args, out=sys.stdout) -> dict:
                         steps, us_step, us_doc, len(positions) and sum(positions) / seconds,
                         gflops, 100 * gflops / peak,
                         ref[0] * 1e6 / us_step if ref else float("nan"),
-                        ref_doc / us_doc if ref else float("nan")))
+                        ref_doc / us_doc if ref else float("nan"),
+                        # the original runs the exact mode's shape: batch 1, float64, C 16
+                        original * 1e6 / us_step if original and batch == 1 and ref_shape
+                        and cfg.n_embd == 16 and dtype == "float64" else math.nan,
+                        busy))
 
     for C, (s_step, s_pos) in reference.items():
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
         n = args.reference_steps
         add_row("reference", cfg, "float64", 1, 1, n, s_step * n)
+    if original is not None:
+        # its timed interval holds steps 3..N (1-based): documents 2..N-1
+        n = args.original_steps - 2
+        add_row("original", GPTConfig(vocab_size=ds.vocab_size), "float64", 1, 1, n,
+                original * n, first=2)
     if not args.no_exact:
         cfg = GPTConfig(vocab_size=ds.vocab_size)
         for v in variants:
@@ -270,6 +506,13 @@ def run(args, out=sys.stdout) -> dict:
                 seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
                                                args.batch_size, steps, args.repeats, 0.01)
                 add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds)
+                if args.busy and t >= 2:
+                    with competitor():
+                        seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
+                                                       args.batch_size, steps, args.repeats,
+                                                       0.01)
+                    add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps,
+                            seconds, busy=True)
     if args.big:
         big = load_text(args.big, 64, 42)
         cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)
@@ -283,6 +526,9 @@ def run(args, out=sys.stdout) -> dict:
     print(file=out)
     print_table(rows, out)
     result = {"rows": [asdict(r) for r in rows], "peak_gflops": peaks}
+    if original is not None:
+        result["original"] = {"path": args.original, "ms_per_step": original * 1e3,
+                              "steps": [2, args.original_steps]}
     if args.breakdown:
         result["breakdown"] = breakdown(ds, variants, args.dtype, max(threads),
                                         args.batch_size, args.n_embd[0], 400, out)

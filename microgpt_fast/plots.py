@@ -92,12 +92,13 @@ def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()
 def plot_bench(path: str, rows: list) -> None:
     """PNG of the bench's throughput mode: microseconds per document and speedup
     over the reference against n_embd, one line per kernel variant and thread
-    count. rows: bench.Row records."""
+    count; rows timed beside a competitor (--busy) are left out. rows: bench.Row
+    records."""
     plt = pyplot("--plot")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     groups = {}
     for r in rows:
-        if r.engine != "reference" and r.batch > 1:
+        if r.engine != "reference" and r.batch > 1 and not r.busy:
             groups.setdefault(f"{r.engine} {r.threads}t", []).append(r)
     for label, rs in sorted(groups.items()):
         rs.sort(key=lambda r: r.n_embd)

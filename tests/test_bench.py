@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from microgpt_fast import bench
 from microgpt_fast.kernels import VARIANTS, KernelError, available_kernels, load_kernel
 
-from helpers import assert_cli_error, call_main, env_without, needs_profiling, run_bench
+from helpers import (assert_cli_error, call_main, cli_env, env_without, needs_profiling,
+                     run_bench)
 
 QUICK = ["--variants", "generic", "--n-embd", "16", "--threads", "1", "--steps", "20",
          "--throughput-docs", "64", "--repeats", "1", "--reference-steps", "1",
@@ -106,3 +115,183 @@ def test_bench_on_text_windows(tmp_path):
     assert [r["engine"] for r in rows] == ["reference", "generic"]
     for r in rows:  # positions per document = tokens/s x s/doc
         assert r["tokens_per_s"] * r["us_per_doc"] / 1e6 == pytest.approx(16)
+
+
+FAKE_ORIGINAL = Path(__file__).parent / "data" / "fake_microgpt.py"
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """The processes the bench starts, as it starts them."""
+    procs = []
+
+    def record(command, **kwargs):
+        procs.append(real_spawn(command, **kwargs))
+        return procs[-1]
+
+    real_spawn = bench.spawn
+    monkeypatch.setattr(bench, "spawn", record)
+    return procs
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_original_is_timed_from_step_2_to_step_n(tmp_path, monkeypatch, spawned):
+    """The stand-in sleeps 50 ms before each step line: that is its ms/step; the
+    exact mode's x/orig is the original's us/step over the row's."""
+    monkeypatch.setenv("FAKE_MICROGPT_SLEEP", "0.05")
+    result = call_main(bench.main, QUICK + ["--original", FAKE_ORIGINAL, "--original-steps", "10",
+                                            "--json", "b.json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    ms = data["original"]["ms_per_step"]
+    assert 49 <= ms <= 120, ms  # a loaded machine only adds
+    rows = {(r["engine"], r["batch"]): r for r in data["rows"]}
+    orig = rows[("original", 1)]
+    assert orig["us_per_step"] == pytest.approx(ms * 1e3) and orig["steps"] == 8
+    exact = rows[("generic", 1)]
+    assert exact["speedup_original"] == pytest.approx(ms * 1e3 / exact["us_per_step"])
+    assert math.isnan(rows[("generic", 16)]["speedup_original"])  # not the original's shape
+    assert "x/orig" in result.stdout and "ms/step over steps 2..10" in result.stdout
+    assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)  # stopped at step 10
+
+
+@pytest.mark.parametrize("mode, flags, words", [
+    ("early", [], ["exit code 1", "after step 3", "fake failure after step 3"]),
+    ("silent", ["--original-timeout", "1"], ["no step line within 1 s"]),
+])
+def test_original_that_fails_is_one_line_error(tmp_path, monkeypatch, spawned, mode, flags,
+                                               words):
+    monkeypatch.setenv("FAKE_MICROGPT", mode)
+    result = call_main(bench.main, QUICK + ["--original", FAKE_ORIGINAL] + flags, tmp_path)
+    assert_cli_error(result, "--original", *words)
+    assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
+
+
+def test_original_interrupted_is_stopped(tmp_path, monkeypatch, spawned):
+    """Ctrl-C while the original runs: exit 130, and the original is gone."""
+    monkeypatch.setenv("FAKE_MICROGPT_SLEEP", "0.01")
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = call_main(bench.main, QUICK + ["--original", FAKE_ORIGINAL,
+                                                "--original-steps", "999"], tmp_path)
+    finally:
+        timer.cancel()
+    assert result.returncode == 130, result.stderr
+    assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
+
+
+def test_bad_original_path_is_one_line_error(tmp_path, spawned):
+    script = tmp_path / "m.py"
+    script.write_text("print('never run')\n")
+    cases = [(["--original", tmp_path / "none.py"], "No such file"),
+             (["--original", tmp_path], "not a regular file"),
+             (["--original", script, "--original-steps", "2"], "--original-steps"),
+             (["--original", script, "--data", "shakespeare"], "names")]
+    if os.geteuid() != 0:  # root reads any file
+        locked = tmp_path / "locked.py"
+        locked.write_text("")
+        locked.chmod(0)
+        cases.append((["--original", locked], "Permission denied"))
+    for flags, word in cases:
+        result = call_main(bench.main, QUICK + flags, tmp_path)
+        assert_cli_error(result, word)
+        assert result.stdout == ""  # before any measurement
+    assert spawned == []
+
+
+BUSY = QUICK + ["--no-exact", "--reference-steps", "0", "--threads", "1", "2", "--busy"]
+
+
+def test_busy_rows_run_beside_a_competitor(tmp_path, monkeypatch, spawned):
+    """--busy adds a marked row for each row of 2+ threads, timed while the
+    competitor runs (and only those); the competitor is gone afterwards."""
+    running = []  # per time_compiled call: whether a competitor ran
+
+    def timed(*args, **kwargs):
+        running.append(any(p.poll() is None for p in spawned))
+        return real_time(*args, **kwargs)
+
+    real_time = bench.time_compiled
+    monkeypatch.setattr(bench, "time_compiled", timed)
+    result = call_main(bench.main, BUSY + ["--json", "b.json", "--csv", "b.csv"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["threads"], r["busy"]) for r in rows] == [(1, False), (2, False), (2, True)]
+    assert running == [False, False, True]
+    assert "generic+busy" in result.stdout
+    with open(tmp_path / "b.csv") as f:
+        assert [r["busy"] for r in csv.DictReader(f)] == ["False", "False", "True"]
+    assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
+
+
+def test_busy_competitor_stopped_on_interrupt(tmp_path, monkeypatch, spawned):
+    def interrupted(*args, **kwargs):
+        if any(p.poll() is None for p in spawned):
+            raise KeyboardInterrupt
+        return real_time(*args, **kwargs)
+
+    real_time = bench.time_compiled
+    monkeypatch.setattr(bench, "time_compiled", interrupted)
+    result = call_main(bench.main, BUSY, tmp_path)
+    assert result.returncode == 130
+    assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
+
+
+def running(pid: int) -> bool:
+    """pid names a live process (a zombie waiting for an absent reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_of(pid: int, timeout: float) -> int | None:
+    """The first child process of pid within timeout seconds, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                             text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or shutil.which("ps") is None,
+                    reason="needs /proc and ps")
+@pytest.mark.parametrize("flags, sig, code", [
+    (["--original", FAKE_ORIGINAL, "--original-steps", "999"], signal.SIGTERM, 128 + 15),
+    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGTERM, 128 + 15),
+    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGKILL, -9),
+])
+def test_killed_bench_leaves_no_process(tmp_path, flags, sig, code):
+    """The bench stopped by SIGTERM stops what it started (the original, the
+    competitor) and exits 143; stopped by SIGKILL, it cannot, and the competitor
+    ends itself once its parent is gone."""
+    bench_proc = subprocess.Popen(
+        [sys.executable, "-m", "microgpt_fast.bench", *map(str, QUICK + flags)],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        child = child_of(bench_proc.pid, 60)
+        assert child is not None, "the bench started no process"
+        time.sleep(0.3)
+        bench_proc.send_signal(sig)
+        _, err = bench_proc.communicate(timeout=60)
+    finally:
+        if bench_proc.poll() is None:
+            bench_proc.kill()
+            bench_proc.wait()
+    assert bench_proc.returncode == code, err
+    deadline = time.monotonic() + 10
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
