@@ -201,25 +201,33 @@ def test_dask_library_logs_silenced_during_the_sweep_only():
     assert after == [saved[0], logging.WARNING]
 
 
-def test_dask_local_cluster_gives_same_results(local_sweep):
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """One LocalCluster (2 worker processes) for both Dask tests: starting one costs
+    about a second, and neither test depends on the workers being fresh (every run
+    starts its model from the seed)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster:
+        yield distributed, cluster
+
+
+def test_dask_local_cluster_gives_same_results(local_sweep, dask_cluster):
+    distributed, cluster = dask_cluster
+    with distributed.Client(cluster) as client:
         on_dask = sweep.run(GRID, repeat=REPEAT, fixed=FIXED, executor=client)
     assert without_seconds(on_dask) == without_seconds(local_sweep[0])
 
 
-def test_cli_dask_scheduler_gives_same_results_as_local_pool(tmp_path, local_sweep):
+def test_cli_dask_scheduler_gives_same_results_as_local_pool(tmp_path, local_sweep,
+                                                             dask_cluster):
     """--dask ADDRESS sends the runs to a running scheduler (here a LocalCluster's)."""
-    distributed = pytest.importorskip("distributed")
+    _, cluster = dask_cluster
     grid = [f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]
     flags = grid + ["--repeat", REPEAT, "--steps", FIXED["steps"], "--seed", FIXED["seed"],
                     "--val-fraction", FIXED["val_fraction"]]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        result = ok(run_sweep(flags + ["--dask", cluster.scheduler_address,
-                                           "--json", "dask.json"], cwd=tmp_path))
+    result = ok(run_sweep(flags + ["--dask", cluster.scheduler_address,
+                                   "--json", "dask.json"], cwd=tmp_path))
     assert f"on Dask scheduler {cluster.scheduler_address}" in result.stderr
     runs = json.loads((tmp_path / "dask.json").read_text())["runs"]
     assert without_seconds(runs) == without_seconds(local_sweep[0])
