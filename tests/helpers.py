@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
 import pty
 import select
@@ -220,3 +221,21 @@ def run_on_tty(cmd, cwd, timeout=60) -> tuple[int, bytes, str]:
             proc.kill()
             proc.wait()
     return proc.returncode, b"".join(chunks), stdout.decode()
+
+
+def rewrite_checkpoint(source, target, meta_change=None, **arrays):
+    """A copy of checkpoint source with its meta changed and arrays replaced:
+    meta_change is a dict of top-level fields to set, or a function that edits
+    the meta dict in place (an older checkpoint's missing fields, say)."""
+    with np.load(source) as npz:
+        parts = dict(npz)
+    meta = json.loads(str(parts["meta"][()]))
+    if callable(meta_change):
+        meta_change(meta)
+    else:
+        meta.update(meta_change or {})
+    parts["meta"] = np.array(json.dumps(meta))
+    parts.update(arrays)
+    with open(target, "wb") as f:
+        np.savez(f, **parts)
+    return target

@@ -26,7 +26,8 @@ from microgpt_fast import (CheckpointError, GPTConfig, SampleConfig, TrainConfig
                            load_checkpoint, read_checkpoint, sample, train)
 from microgpt_fast.kernels import cpu_count
 
-from helpers import SMALL, assert_cli_error, call_main, cli_env, run_cli, run_sample
+from helpers import (SMALL, assert_cli_error, call_main, cli_env, rewrite_checkpoint, run_cli,
+                     run_sample)
 
 CFG = GPTConfig(n_embd=8, n_head=2, block_size=8)
 ARRAYS = ("params", "adam_m", "adam_v", "losses", "val_steps", "val_losses")
@@ -133,14 +134,13 @@ def test_checkpoint_without_the_architecture_fields_loads_with_the_defaults(tmp_
                 sampling=SampleConfig(num_samples=3))
     t.train(10)
     t.save(tmp_path / "new.npz")
-    with np.load(tmp_path / "new.npz") as npz:
-        parts = dict(npz)
-    meta = json.loads(str(parts["meta"][()]))
-    for name in ("norm", "norm_gain", "emb_norm", "final_norm", "activation",
-                 "tie_embeddings", "mlp_ratio", "init"):
-        del meta["config"][name]
-    parts["meta"] = np.array(json.dumps(meta))
-    np.savez(tmp_path / "old.npz", **parts)
+
+    def drop_architecture(meta):
+        for name in ("norm", "norm_gain", "emb_norm", "final_norm", "activation",
+                     "tie_embeddings", "mlp_ratio", "init"):
+            del meta["config"][name]
+
+    rewrite_checkpoint(tmp_path / "new.npz", tmp_path / "old.npz", drop_architecture)
     old = load_checkpoint(tmp_path / "old.npz")
     assert old.config == GPTConfig(vocab_size=CFG.vocab_size, n_embd=8, n_head=2,
                                    block_size=8)
@@ -523,12 +523,9 @@ def test_checkpoint_of_the_earlier_layout_loads(tmp_path):
                 sampling=SampleConfig(temperature=0.7, num_samples=3))
     t.train(10)
     t.save(tmp_path / "new.npz")
-    with np.load(tmp_path / "new.npz") as npz:
-        parts = dict(npz)
-    meta = json.loads(str(parts["meta"][()]))
-    meta["train_config"].update(meta.pop("sample_config"), threads=2)
-    parts["meta"] = np.array(json.dumps(meta))
-    np.savez(tmp_path / "old.npz", **parts)
+    rewrite_checkpoint(tmp_path / "new.npz", tmp_path / "old.npz",
+                       lambda meta: meta["train_config"].update(meta.pop("sample_config"),
+                                                                threads=2))
     old = load_checkpoint(tmp_path / "old.npz")
     assert old.train_config == t.train_config
     assert old.sampling == SampleConfig(temperature=0.7, num_samples=3)

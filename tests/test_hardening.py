@@ -26,8 +26,8 @@ from microgpt_fast.checkpoint import CheckpointError, read_checkpoint, save_chec
 from microgpt_fast.config import GPTConfig, TrainConfig
 from microgpt_fast.trainer import Trainer, TrainingDiverged
 
-from helpers import (SMALL, assert_cli_error, call_main, cli_env, interrupt_training, run_cli,
-                     run_sample)
+from helpers import (SMALL, assert_cli_error, call_main, cli_env, interrupt_training,
+                     rewrite_checkpoint, run_cli, run_sample)
 
 QUICK = SMALL + ["--steps", "5", "--num-samples", "0", "--quiet"]
 
@@ -46,19 +46,6 @@ def saved(tmp_path_factory):
     result = run_cli(QUICK + ["--save", "run.npz"], cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder / "run.npz"
-
-
-def rewrite_checkpoint(source, target, meta_change=None, **arrays):
-    """A copy of checkpoint source with meta fields and arrays replaced."""
-    with np.load(source) as npz:
-        parts = dict(npz)
-    meta = json.loads(str(parts["meta"][()]))
-    meta.update(meta_change or {})
-    parts["meta"] = np.array(json.dumps(meta))
-    parts.update(arrays)
-    with open(target, "wb") as f:
-        np.savez(f, **parts)
-    return target
 
 
 # ---------------------------------------------------------------------------
