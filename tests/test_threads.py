@@ -32,6 +32,13 @@ def _train(ds, kernel, dtype, threads, batch, steps, cfg):
     return model, losses
 
 
+def assert_same_run(one, losses1, two, losses2) -> None:
+    """Two trained models agree to the bit: step losses, weights and Adam's moments."""
+    assert np.array_equal(losses1, losses2)
+    assert np.array_equal(one.params, two.params)
+    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+
+
 @needs_two_cores
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -43,9 +50,7 @@ def test_one_and_two_threads_give_identical_bits(names_ds, kernel, dtype, batch)
     one, losses1 = _train(names_ds, kernel, dtype, 1, batch, 50, cfg)
     two, losses2 = _train(names_ds, kernel, dtype, 2, batch, 50, cfg)
     assert one.threads == 1 and two.threads == 2
-    assert np.array_equal(losses1, losses2)
-    assert np.array_equal(one.params, two.params)
-    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+    assert_same_run(one, losses1, two, losses2)
 
 
 @needs_two_cores
@@ -60,9 +65,7 @@ def test_each_activation_gives_identical_bits_on_two_threads(names_ds, activatio
     one, losses1 = _train(names_ds, kernel, dtype, 1, 8, 20, cfg)
     two, losses2 = _train(names_ds, kernel, dtype, 2, 8, 20, cfg)
     assert two.threads == 2
-    assert np.array_equal(losses1, losses2)
-    assert np.array_equal(one.params, two.params)
-    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+    assert_same_run(one, losses1, two, losses2)
 
 
 # the norm options (GPTConfig), all on, with each norm
@@ -87,9 +90,7 @@ def test_norm_options_give_identical_bits_on_two_threads(names_ds, kernel, dtype
     one, losses1 = _train(names_ds, kernel, dtype, 1, 9, 20, cfg)
     two, losses2 = _train(names_ds, kernel, dtype, 2, 9, 20, cfg)
     assert two.threads == 2
-    assert np.array_equal(losses1, losses2)
-    assert np.array_equal(one.params, two.params)
-    assert np.array_equal(one.m, two.m) and np.array_equal(one.v, two.v)
+    assert_same_run(one, losses1, two, losses2)
     ids = list(range(60, 69))
     loss1, grad1 = one.loss_and_grad(names_ds, ids)
     loss2, grad2 = two.loss_and_grad(names_ds, ids)
