@@ -98,6 +98,7 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
     cdef floating* x_in
     cdef floating* x_out
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C    # first row of (R, C) tensors
+    cdef floating* att_scratch = arena + d.att_scratch if d.att_scratch >= 0 else NULL
     cdef double t = now() if PROFILE else 0
     for j in range(ndocs):
         s = doc_rows[j]
@@ -122,7 +123,8 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
             s, e = doc_rows[j], doc_rows[j + 1]
             attention_forward(act + d.att_out + <Py_ssize_t>s * C,
                               act + d.att + <Py_ssize_t>s * H * d.Tp, arena + d.xt,
-                              arena + d.stats, act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                              arena + d.stats, att_scratch,
+                              act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                               max(r0, s) - s, e - s, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_ATTENTION, t)
         # x = Wo x_attn + residual
@@ -193,6 +195,7 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
     cdef floating* d_ln = rows + d.d_ln + <Py_ssize_t>r0 * C
     cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
+    cdef floating* att_scratch = arena + d.att_scratch if d.att_scratch >= 0 else NULL
     cdef double t = now() if PROFILE else 0
     # logits = lm_head x
     d_top = rows + d.act0 + (d.L - 1) * d.act_size + d.d_out + rc
@@ -241,7 +244,7 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         for j in range(ndocs):
             s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
             attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.xt,
-                               arena + d.d_att_w, arena + d.stats,
+                               arena + d.d_att_w, arena + d.stats, att_scratch,
                                rows + d.d_att + <Py_ssize_t>s * C,
                                act + d.att + <Py_ssize_t>s * H * d.Tp,
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
