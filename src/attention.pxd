@@ -62,7 +62,7 @@ cdef inline Py_ssize_t small_scratch(int T, int Tp, int C) noexcept nogil:
     positions (Tp padded), or 0 where no document would take that path."""
     if not ATTENTION_VEC or Tp > 64:
         return 0
-    return 4 * C * Tp + 3 * T * Tp + 3 * T * C
+    return C * Tp + T * Tp
 
 
 cdef inline bint _small(Py_ssize_t lanes_needed, int depth, int D,
