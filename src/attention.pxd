@@ -20,6 +20,23 @@ from cython cimport floating
 from simd cimport gemm, transpose, vexp
 
 
+cdef extern from "attention.h" nogil:
+    const int ATTENTION_VEC "MG_ATTENTION_VEC"    # the vector path is built (attention.h)
+    const int ATT_MAX_NV "MG_ATT_MAX_NV"
+    const int ATT_MAX_DEPTH "MG_ATT_MAX_DEPTH"
+    void mg_attention_forward_f32(float* out, float* att, float* scratch, const float* qkv,
+                                  int p0, int p1, int C, int H, int D, float inv_sqrt_d)
+    void mg_attention_forward_f64(double* out, double* att, double* scratch,
+                                  const double* qkv, int p0, int p1, int C, int H, int D,
+                                  double inv_sqrt_d)
+    void mg_attention_backward_f32(float* dqkv, float* scratch, const float* dout,
+                                   const float* att, const float* qkv, int n, int C, int H,
+                                   int D, float inv_sqrt_d)
+    void mg_attention_backward_f64(double* dqkv, double* scratch, const double* dout,
+                                   const double* att, const double* qkv, int n, int C, int H,
+                                   int D, double inv_sqrt_d)
+
+
 cdef extern from *:
     """
     #if defined(__AVX512F__)
@@ -40,18 +57,42 @@ cdef inline Py_ssize_t padded(Py_ssize_t m, Py_ssize_t itemsize) noexcept nogil:
     return (m + lanes - 1) // lanes * lanes
 
 
+cdef inline Py_ssize_t small_scratch(int T, int Tp, int C) noexcept nogil:
+    """Elements of the vector path's scratch (attention.h) for documents of up to T
+    positions (Tp padded), or 0 where no document would take that path."""
+    if not ATTENTION_VEC or Tp > 64:
+        return 0
+    return C * Tp + T * Tp
+
+
+cdef inline bint _small(Py_ssize_t lanes_needed, int depth, int D,
+                        const void* scratch) noexcept nogil:
+    """Whether attention.h's vector path takes this document: rows of at most
+    ATT_MAX_NV vectors, and every sum within one gemm depth block (its order)."""
+    return (scratch != NULL and lanes_needed <= ATT_MAX_NV
+            and depth <= ATT_MAX_DEPTH and D <= ATT_MAX_DEPTH)
+
+
 cdef inline void attention_forward(floating* out, floating* att, floating* qt,
-                                   floating* stats, const floating* qkv, int p0, int p1,
-                                   int C, int H, int D, floating inv_sqrt_d) noexcept nogil:
+                                   floating* stats, floating* scratch, const floating* qkv,
+                                   int p0, int p1, int C, int H, int D,
+                                   floating inv_sqrt_d) noexcept nogil:
     """Rows p0..p1-1 of out (n, C), and their weights into att (H, p1, padded(m)),
     m = p1 - p0; rows < p0 of qkv are the KV cache.
 
     logit_u = (q_t . k_u) / sqrt(D) for u <= t, att = softmax(logits),
     out_t = sum_u att_u v_u, per head. qt (C, m) and stats (2 padded(m),) are
-    scratch.
+    scratch; so is scratch (small_scratch elements, or NULL), for short
+    documents in vector builds: attention.h, the same bits.
     """
     # 64-bit indices: T * T * H exceeds 2**31 for block sizes past 23170
     cdef Py_ssize_t m = p1 - p0, lm = padded(m, sizeof(floating)), u, j, h
+    if _small(lm * sizeof(floating) // VECTOR_BYTES, p1, D, scratch):
+        if floating is float:
+            mg_attention_forward_f32(out, att, scratch, qkv, p0, p1, C, H, D, inv_sqrt_d)
+        else:
+            mg_attention_forward_f64(out, att, scratch, qkv, p0, p1, C, H, D, inv_sqrt_d)
+        return
     cdef Py_ssize_t block = <Py_ssize_t>p1 * lm
     cdef floating x
     cdef floating* a
@@ -91,7 +132,7 @@ cdef inline void attention_forward(floating* out, floating* att, floating* qt,
 
 
 cdef inline void attention_backward(floating* dqkv, floating* dout_t, floating* dlt,
-                                    floating* stats, const floating* dout,
+                                    floating* stats, floating* scratch, const floating* dout,
                                     const floating* att, const floating* qkv, int n, int C,
                                     int H, int D, floating inv_sqrt_d) noexcept nogil:
     """Adds into dqkv (n, 3C) the gradient of rows 0..n-1 given dout (n, C); att as
@@ -100,9 +141,15 @@ cdef inline void attention_backward(floating* dqkv, floating* dout_t, floating* 
     With w = softmax(l): dw = dout V^T, dl = w (dw - rowsum(w dw)) / sqrt(D),
     dq += dl K, dk += dl^T Q, dv += w^T dout, all kept transposed (keys by
     rows) like w. dout_t (C, n), dlt (n, padded(n)) and stats (padded(n),) are
-    scratch.
+    scratch, and scratch as attention_forward's.
     """
     cdef Py_ssize_t ln = padded(n, sizeof(floating)), u, t, h, block = <Py_ssize_t>n * ln
+    if _small(ln * sizeof(floating) // VECTOR_BYTES, n, D, scratch):
+        if floating is float:
+            mg_attention_backward_f32(dqkv, scratch, dout, att, qkv, n, C, H, D, inv_sqrt_d)
+        else:
+            mg_attention_backward_f64(dqkv, scratch, dout, att, qkv, n, C, H, D, inv_sqrt_d)
+        return
     cdef const floating* w
     cdef floating* wd_sum = stats
     transpose(dout_t, n, dout, C, n, C)

@@ -77,7 +77,12 @@ cdef struct Dims:
     Py_ssize_t xt                  # (C, T) the queries (or the attention output's gradient) transposed
     Py_ssize_t d_att_w             # (T, Tp) gradient of one head's attention weights
     Py_ssize_t stats               # (2 Tp,) per-position softmax maxima and sums
+    Py_ssize_t att_scratch         # attention.h's scratch (attention.small_scratch); -1
+                                   # where no document takes its path
     Py_ssize_t arena_size          # elements per thread
+
+
+from attention cimport small_scratch
 
 
 cdef inline Py_ssize_t _take(Py_ssize_t* cursor, Py_ssize_t n) noexcept nogil:
@@ -179,4 +184,7 @@ cdef inline void dims_init(Dims* d, int n_embd, int n_head, int n_layer, int blo
     d.xt = _take(&cur, C * T)
     d.d_att_w = _take(&cur, T * Tp)
     d.stats = _take(&cur, 2 * Tp)
+    d.att_scratch = -1
+    if small_scratch(<int>T, <int>Tp, <int>C) > 0:
+        d.att_scratch = _take(&cur, small_scratch(<int>T, <int>Tp, <int>C))
     d.arena_size = cur

@@ -36,8 +36,12 @@ cdef inline void linear_relu_forward(floating* out, const floating* x, const flo
 
 cdef inline void linear_backward_input(floating* dx, const floating* dout, const floating* w,
                                        int T, int nin, int nout) noexcept nogil:
-    """Adds into dx (T, nin) += dout (T, nout) W, with W (nout, nin) as stored."""
-    gemm(dx, nin, dout, nout, 1, w, nin, T, nin, nout, True)
+    """dx (T, nin) = dout (T, nout) W, with W (nout, nin) as stored.
+
+    Written, not added to a zeroed dx: the same numbers (0 + s is s, but for
+    the sign of an exact zero sum) without a pass to clear dx and one to read
+    it back."""
+    gemm(dx, nin, dout, nout, 1, w, nin, T, nin, nout, False)
 
 
 cdef inline void linear_backward_weight(floating* dw, const floating* dout, const floating* x,

@@ -98,6 +98,7 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
     cdef floating* x_in
     cdef floating* x_out
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C    # first row of (R, C) tensors
+    cdef floating* att_scratch = arena + d.att_scratch if d.att_scratch >= 0 else NULL
     cdef double t = now() if PROFILE else 0
     for j in range(ndocs):
         s = doc_rows[j]
@@ -122,7 +123,8 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
             s, e = doc_rows[j], doc_rows[j + 1]
             attention_forward(act + d.att_out + <Py_ssize_t>s * C,
                               act + d.att + <Py_ssize_t>s * H * d.Tp, arena + d.xt,
-                              arena + d.stats, act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                              arena + d.stats, att_scratch,
+                              act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                               max(r0, s) - s, e - s, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_ATTENTION, t)
         # x = Wo x_attn + residual
@@ -193,11 +195,11 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
     cdef floating* d_ln = rows + d.d_ln + <Py_ssize_t>r0 * C
     cdef floating* d_att = rows + d.d_att + <Py_ssize_t>r0 * C
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C
+    cdef floating* att_scratch = arena + d.att_scratch if d.att_scratch >= 0 else NULL
     cdef double t = now() if PROFILE else 0
     # logits = lm_head x
     d_top = rows + d.act0 + (d.L - 1) * d.act_size + d.d_out + rc
     d_head = rows + d.d_xf + rc if d.final_norm else d_top
-    _zero(d_head, <Py_ssize_t>n * C)
     linear_backward_input(d_head, rows + d.logits + <Py_ssize_t>r0 * V, params + d.lm_head,
                           n, C, V)
     t = lap(timers, T_BACKWARD + T_HEAD_LOSS, t)
@@ -214,7 +216,6 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
         x_in = rows + d.xs + <Py_ssize_t>l * R * C + rc
         d_top = act + d.d_out + rc
         # x_out = fc2 act(fc1 ln2) + x_mid
-        _zero(act + d.d_hidden + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
         linear_backward_input(act + d.d_hidden + <Py_ssize_t>r0 * F, d_top, lw + d.fc2, n, F, C)
         if d.activation == ACT_RELU:
             relu_backward(act + d.d_hidden + <Py_ssize_t>r0 * F,
@@ -224,7 +225,6 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
                                  act + d.hidden_slope + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F)
         # with gains, ln2's gradient is kept for its gain's
         d_norm = act + d.d_ln2 + rc if d.norm_gain else d_ln
-        _zero(d_norm, <Py_ssize_t>n * C)
         linear_backward_input(d_norm, act + d.d_hidden + <Py_ssize_t>r0 * F, lw + d.fc1, n, C, F)
         t = lap(timers, T_BACKWARD + T_MLP, t)
         # d x_mid = d x_out (residual) + the path through ln2
@@ -234,21 +234,19 @@ cdef inline void gpt_backward(const Dims* d, const floating* params, floating* r
                        _gain(d, params, d.emb_norm + 1 + 2 * l), n, C)
         t = lap(timers, T_BACKWARD + T_EMBED_NORM, t)
         # x_mid = Wo att_out + x_in
-        _zero(d_att, <Py_ssize_t>n * C)
         linear_backward_input(d_att, act + d.d_mid + rc, lw + d.wo, n, C, C)
         t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
         _zero(act + d.d_qkv + 3 * rc, <Py_ssize_t>n * 3 * C)
         for j in range(ndocs):
             s, nj = doc_rows[j], doc_rows[j + 1] - doc_rows[j]
             attention_backward(act + d.d_qkv + <Py_ssize_t>s * 3 * C, arena + d.xt,
-                               arena + d.d_att_w, arena + d.stats,
+                               arena + d.d_att_w, arena + d.stats, att_scratch,
                                rows + d.d_att + <Py_ssize_t>s * C,
                                act + d.att + <Py_ssize_t>s * H * d.Tp,
                                act + d.qkv_out + <Py_ssize_t>s * 3 * C,
                                nj, C, H, d.D, inv_sqrt_d)
         t = lap(timers, T_BACKWARD + T_ATTENTION, t)
         d_norm = act + d.d_ln1 + rc if d.norm_gain else d_ln
-        _zero(d_norm, <Py_ssize_t>n * C)
         linear_backward_input(d_norm, act + d.d_qkv + 3 * rc, lw + d.qkv, n, C, 3 * C)
         t = lap(timers, T_BACKWARD + T_PROJECTIONS, t)
         # d x_in = d x_mid (residual) + the path through ln1
