@@ -277,6 +277,93 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 
 
 # ---------------------------------------------------------------------------
+# The adaptive thread count of a training call (Workspace.adapt). Its steps run
+# in segments of about SEGMENT_SECONDS, each on every thread or on one thread:
+# results are the same bits either way. Each segment's seconds per row of
+# documents is measured; every probe_gap segments one segment runs on the other
+# count, and the faster count is kept. A probe that confirms the count in use
+# doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for about one
+# slower segment in PROBE_GAP_MAX; a segment clearly slower than the count's
+# last chosen figure (a competitor came) probes at once.
+cdef enum:
+    PROBE_GAP_FIRST = 8
+    PROBE_GAP_AFTER_SWITCH = 4
+    PROBE_GAP_MAX = 128
+cdef double SEGMENT_SECONDS = 0.005
+cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
+cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
+
+
+cdef struct Adaptive:
+    bint on                # adapt the thread count of train() (threads > 1)
+    int full               # 1: the segments run on every thread, 0: on one
+    double per_row[2]      # seconds per row of the last segment on one thread, on all
+    double base            # per_row of the count in use when it was last chosen
+    int probe_gap          # segments of the count in use between probes
+    int since_probe        # segments since the last probe
+    long long steps_on[2]  # steps trained on one thread, on all
+    int forced_steps       # tests: segments of this many steps on alternating counts
+
+
+cdef inline int _segment_steps(const Adaptive* a, int full, double rows_per_step,
+                               int left) noexcept nogil:
+    """Steps of the next segment on this count: about SEGMENT_SECONDS of work."""
+    cdef double guess
+    cdef double per_row = a.per_row[full] if a.per_row[full] > 0 else a.per_row[1 - full]
+    if a.forced_steps > 0:
+        return min(a.forced_steps, left)
+    if per_row <= 0:
+        return 1  # the first segment measures a step
+    guess = SEGMENT_SECONDS / (per_row * rows_per_step)
+    return <int>max(1.0, min(<double>left, guess))
+
+
+cdef inline int _next_count(Adaptive* a) noexcept nogil:
+    """Whether the next segment runs on every thread (1) or on one (0)."""
+    if a.forced_steps > 0:
+        a.full = 1 - a.full
+        return a.full
+    if a.since_probe >= a.probe_gap:
+        return 1 - a.full
+    return a.full
+
+
+cdef inline void _after_segment(Adaptive* a, int full, double seconds, long long rows,
+                                int steps) noexcept nogil:
+    """Record a segment on count `full`, and choose the count from here on."""
+    cdef double per_row = seconds / max(rows, 1)
+    a.steps_on[full] += steps
+    if a.forced_steps > 0:
+        return
+    a.per_row[full] = per_row
+    if full == a.full:  # a segment on the count in use
+        a.since_probe += 1
+        if a.base <= 0:
+            a.base = per_row
+        elif per_row > SLOWER_ALARM * a.base:
+            a.since_probe = a.probe_gap  # probe the other count next
+        return
+    # a probe: keep the faster count
+    a.since_probe = 0
+    if per_row < SWITCH_MARGIN * a.per_row[a.full]:
+        a.full = full
+        a.probe_gap = PROBE_GAP_AFTER_SWITCH
+    else:
+        a.probe_gap = min(2 * a.probe_gap, <int>PROBE_GAP_MAX)
+    a.base = a.per_row[a.full]
+
+
+cdef inline long long _segment_rows(const int* doc_rows, int B, int s0,
+                                    int s1) noexcept nogil:
+    """Rows of documents of steps s0..s1-1 (each step's plan is B + 1 entries)."""
+    cdef long long total = 0
+    cdef int s
+    for s in range(s0, s1):
+        total += doc_rows[s * (B + 1) + B]
+    return total
+
+
+# ---------------------------------------------------------------------------
 # The workspace and the calls that run on it
 
 
@@ -294,6 +381,7 @@ cdef struct Workspace:
     double* block_squares  # (n_blocks,) each block's gradient sum of squares (clipping)
     int* adam_first        # (max_threads + 1,) a call's block shares (Schedule)
     int* shares            # (max_threads + GROUPS,)
+    Adaptive adapt         # train()'s thread count (threads > 1)
 
 
 cdef inline floating* _team_copy(floating* wt, floating* wt_copies, Py_ssize_t P,
@@ -314,32 +402,20 @@ cdef void _transpose_all(const Workspace* ws, const floating* params,
             _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
 
 
-cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
-                      const int* tokens, const long long* starts,
-                      const long long* step_docs, long long step0, int B,
-                      const double* learning_rates, const AdamOptions* opt,
-                      double* losses, int nsteps) noexcept nogil:
-    """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
-
-    Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
-    its loss (the mean over documents of each document's mean position loss) to
-    losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
-    step step0 + s and opt's settings. wt holds the transposed params on entry,
-    and again on return.
-    """
-    cdef Schedule sc
-    schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
+cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating* wt,
+                         floating* m, floating* v, const int* tokens,
+                         const long long* starts, const long long* step_docs, long long step0,
+                         int B, const double* learning_rates, const AdamOptions* opt,
+                         const int* doc_rows, const int* groups, const int* bounds,
+                         int bounds_stride, double* doc_losses, int s0,
+                         int s1) noexcept nogil:
+    """Steps s0..s1-1 of a call (phases A to D each) on sc's threads, in one parallel
+    region: step s's plan is doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
+    bounds + s * bounds_stride; its documents' losses go to doc_losses + s * B.
+    wt holds the transposed params on entry, and again on return."""
     cdef int n_threads = sc.n_threads, n_teams = sc.n_teams, n_groups = sc.n_groups
     cdef const Team* teams = sc.teams
-    # each step's plan: its documents, their rows, groups and threads' runs
-    cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
-    cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
-    cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
-    cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
-        free(doc_rows); free(groups); free(bounds); free(doc_losses)
-        return -1
-    cdef int s, b, th, k, t, me, granted, mine, i
+    cdef int s, th, k, t, me, granted, mine, i
     cdef long long step
     cdef double lr_t, grad_scale, shrink
     cdef double beta1 = opt.beta1, beta2 = opt.beta2, eps = opt.eps
@@ -350,13 +426,9 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef floating* arenas = <floating*>ws.arena
     cdef floating* partials = <floating*>ws.partials
     cdef floating* wt_copies = <floating*>ws.wt_copies
-    cdef int* ts                # this step's thread bounds
-    cdef int* dr                # this step's document rows
-    cdef int* gs                # this step's gradient groups
-    for s in range(nsteps):
-        plan_step(d, starts, step_docs + s * B, B, teams, n_teams, doc_rows + s * (B + 1),
-                  groups + s * (GROUPS + 1), bounds + s * (n_threads + 1))
-    schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
+    cdef const int* ts          # this step's thread bounds
+    cdef const int* dr          # this step's document rows
+    cdef const int* gs          # this step's gradient groups
     with parallel(num_threads=n_threads):
         me = threadid()
         granted = num_threads()
@@ -372,9 +444,9 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                              ws.timers + th * N_TIMERS)
         if n_threads > n_teams:
             barrier()
-        for s in range(nsteps):
+        for s in range(s0, s1):
             step = step0 + s
-            ts = bounds + s * (n_threads + 1)
+            ts = bounds + s * bounds_stride
             dr = doc_rows + s * (B + 1)
             gs = groups + s * (GROUPS + 1)
             # A. documents, with the team's own transposed weights
@@ -425,6 +497,70 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
             if n_threads > n_teams:
                 barrier()
         flush_denormals_end(fp_mode)
+
+
+cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
+                      const int* tokens, const long long* starts,
+                      const long long* step_docs, long long step0, int B,
+                      const double* learning_rates, const AdamOptions* opt,
+                      double* losses, int nsteps) noexcept nogil:
+    """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
+
+    Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
+    its loss (the mean over documents of each document's mean position loss) to
+    losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
+    step step0 + s and opt's settings. wt holds the transposed params on entry,
+    and again on return. With ws.adapt.on, segments of the steps run on every
+    thread or on one, as measured (Adaptive).
+    """
+    cdef Schedule sc, one
+    schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
+    cdef int n_threads = sc.n_threads, n_groups = sc.n_groups
+    # each step's plan: its documents, their rows, groups and threads' runs
+    cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
+    cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
+    cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
+    cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
+    if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
+        free(doc_rows); free(groups); free(bounds); free(doc_losses)
+        return -1
+    cdef int s, full, seg
+    cdef int one_adam[2]
+    cdef int one_shares[1 + GROUPS]
+    cdef int one_bounds[2]
+    cdef double started
+    cdef Adaptive* a = &ws.adapt
+    for s in range(nsteps):
+        plan_step(&ws.d, starts, step_docs + s * B, B, sc.teams, sc.n_teams,
+                  doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
+                  bounds + s * (n_threads + 1))
+    schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
+    if n_threads == 1 or not a.on:
+        _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
+                       learning_rates, opt, doc_rows, groups, bounds, n_threads + 1,
+                       doc_losses, 0, nsteps)
+    else:
+        # one thread's plan: one team, every document and block (the same for each step)
+        schedule_init(&one, 1, B, one_adam, one_shares)
+        schedule_blocks(&one, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
+        one_bounds[0] = 0
+        one_bounds[1] = B
+        s = 0
+        while s < nsteps:
+            full = _next_count(a)
+            seg = _segment_steps(a, full, <double>doc_rows[B], nsteps - s)
+            started = now()
+            if full:
+                _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0,
+                               B, learning_rates, opt, doc_rows, groups, bounds,
+                               n_threads + 1, doc_losses, s, s + seg)
+            else:
+                _train_segment(ws, &one, params, wt, m, v, tokens, starts, step_docs, step0,
+                               B, learning_rates, opt, doc_rows, groups, one_bounds, 0,
+                               doc_losses, s, s + seg)
+            _after_segment(a, full, now() - started, _segment_rows(doc_rows, B, s, s + seg),
+                           seg)
+            s += seg
     for s in range(nsteps):
         losses[s] = _batch_loss(doc_losses + s * B, B)
     free(doc_rows); free(groups); free(bounds); free(doc_losses)
@@ -624,6 +760,8 @@ cdef class Engine:
     "float32" or "float64". params, m and v are numpy arrays (P,) on the
     engine's own 64-byte aligned memory, in config.param_layout's order; write
     weights through set_params, which also refreshes the transposed copy.
+    adapt_threads: train() moves its steps to one thread while that measures
+    faster (a busy machine; see Adaptive), with the same bits either way.
 
     The arguments are the caller's to check (engine.CompiledGPT does): sizes
     here, the dataset's token ids and document starts (Dataset.check), and
@@ -642,7 +780,7 @@ cdef class Engine:
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size, int vocab_size,
                   int batch_size, int threads, dtype, int mlp_ratio=4, norm="rmsnorm",
                   bint norm_gain=False, bint final_norm=False, activation="relu",
-                  bint tie_embeddings=False, bint emb_norm=True):
+                  bint tie_embeddings=False, bint emb_norm=True, bint adapt_threads=True):
         memset(&self.ws, 0, sizeof(Workspace))
         dtype = np.dtype(dtype)
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
@@ -657,6 +795,9 @@ cdef class Engine:
         self.itemsize = dtype.itemsize
         self.batch_size = batch_size
         ws.max_threads = threads
+        ws.adapt.on = adapt_threads
+        ws.adapt.full = 1
+        ws.adapt.probe_gap = PROBE_GAP_FIRST
         cdef Py_ssize_t P = ws.d.P
         try:
             self.params = _aligned_zeros(P, dtype)
@@ -879,6 +1020,22 @@ cdef class Engine:
         n = len(TIMER_GROUPS)
         return (total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM],
                 total[T_WEIGHT_BLOCKS])
+
+    def thread_use(self):
+        """How train() has used its threads (Adaptive): {"adaptive": whether the
+        count adapts, "steps_one" and "steps_all": steps trained on one thread and
+        on every thread, "now": the count in use}."""
+        cdef Adaptive* a = &self.ws.adapt
+        return {"adaptive": bool(a.on) and self.ws.max_threads > 1,
+                "steps_one": a.steps_on[0], "steps_all": a.steps_on[1],
+                "now": self.ws.max_threads if a.full or not a.on else 1}
+
+    def force_segments(self, int steps):
+        """Tests: from now on train() runs segments of `steps` steps on every thread
+        and on one thread in turn, whatever it measures (0: measure again)."""
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        self.ws.adapt.forced_steps = steps
 
     def reset_timers(self):
         memset(self.ws.timers, 0, <size_t>self.ws.max_threads * N_TIMERS * sizeof(double))
