@@ -278,13 +278,14 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 
 # ---------------------------------------------------------------------------
 # The adaptive thread count of a training call (Workspace.adapt). Its steps run
-# in segments of about SEGMENT_SECONDS, each on every thread or on one thread:
-# results are the same bits either way. Each segment's seconds per row of
-# documents is measured; every probe_gap segments one segment runs on the other
-# count, and the faster count is kept. A probe that confirms the count in use
-# doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for about one
-# slower segment in PROBE_GAP_MAX; a segment clearly slower than the count's
-# last chosen figure (a competitor came) probes at once.
+# in segments of about SEGMENT_SECONDS, each planned for its own thread count:
+# results are the same bits for any count. Each segment's seconds per row of
+# documents is measured. Every probe_gap segments one segment runs on one
+# thread fewer or one more than the count in use (a probe), and the count whose
+# time per row is lower is kept. A probe that confirms the count in use doubles
+# the gap (up to PROBE_GAP_MAX), so a quiet machine pays for about one slower
+# segment in PROBE_GAP_MAX; a segment clearly slower than its count's figure
+# when that count was chosen (a competitor came) probes at once.
 cdef enum:
     PROBE_GAP_FIRST = 8
     PROBE_GAP_AFTER_SWITCH = 4
@@ -296,20 +297,37 @@ cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's
 
 cdef struct Adaptive:
     bint on                # adapt the thread count of train() (threads > 1)
-    int full               # 1: the segments run on every thread, 0: on one
-    double per_row[2]      # seconds per row of the last segment on one thread, on all
-    double base            # per_row of the count in use when it was last chosen
+    int threads            # the count in use (never more than a call's documents)
+    double* per_row        # (max_threads + 1,) seconds per row of the last segment on
+                           # each count, 0 before the first
+    long long* steps_on    # (max_threads + 1,) steps trained on each count
+    double base            # per_row of the count in use when it was chosen
     int probe_gap          # segments of the count in use between probes
     int since_probe        # segments since the last probe
-    long long steps_on[2]  # steps trained on one thread, on all
-    int forced_steps       # tests: segments of this many steps on alternating counts
+    bint probe_down        # the next probe tries one thread fewer (where both exist)
+    int forced_steps       # tests: segments of this many steps on counts n, n - 1, .. 1, n
 
 
-cdef inline int _segment_steps(const Adaptive* a, int full, double rows_per_step,
+cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
+    """The thread count of the next segment of a call of at most n threads."""
+    cdef int cur = min(a.threads, n)
+    if a.forced_steps > 0:
+        a.threads = cur - 1 if cur > 1 else n
+        return cur
+    if n == 1 or a.since_probe < a.probe_gap:
+        return cur
+    if cur == 1:
+        return 2
+    if cur == n or a.probe_down:
+        return cur - 1
+    return cur + 1
+
+
+cdef inline int _segment_steps(const Adaptive* a, int count, double rows_per_step,
                                int left) noexcept nogil:
-    """Steps of the next segment on this count: about SEGMENT_SECONDS of work."""
+    """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work."""
     cdef double guess
-    cdef double per_row = a.per_row[full] if a.per_row[full] > 0 else a.per_row[1 - full]
+    cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
     if a.forced_steps > 0:
         return min(a.forced_steps, left)
     if per_row <= 0:
@@ -318,39 +336,33 @@ cdef inline int _segment_steps(const Adaptive* a, int full, double rows_per_step
     return <int>max(1.0, min(<double>left, guess))
 
 
-cdef inline int _next_count(Adaptive* a) noexcept nogil:
-    """Whether the next segment runs on every thread (1) or on one (0)."""
-    if a.forced_steps > 0:
-        a.full = 1 - a.full
-        return a.full
-    if a.since_probe >= a.probe_gap:
-        return 1 - a.full
-    return a.full
-
-
-cdef inline void _after_segment(Adaptive* a, int full, double seconds, long long rows,
-                                int steps) noexcept nogil:
-    """Record a segment on count `full`, and choose the count from here on."""
+cdef inline void _after_segment(Adaptive* a, int count, int n, double seconds,
+                                long long rows, int steps) noexcept nogil:
+    """Record a segment on `count` threads of a call of at most n, and choose the
+    count from here on."""
     cdef double per_row = seconds / max(rows, 1)
-    a.steps_on[full] += steps
+    cdef int cur = min(a.threads, n)
+    a.steps_on[count] += steps
     if a.forced_steps > 0:
         return
-    a.per_row[full] = per_row
-    if full == a.full:  # a segment on the count in use
+    a.per_row[count] = per_row
+    if count == cur:
         a.since_probe += 1
         if a.base <= 0:
             a.base = per_row
         elif per_row > SLOWER_ALARM * a.base:
-            a.since_probe = a.probe_gap  # probe the other count next
+            a.since_probe = a.probe_gap  # probe next
         return
-    # a probe: keep the faster count
+    # a probe: keep the faster count; probe the same way again after a move
     a.since_probe = 0
-    if per_row < SWITCH_MARGIN * a.per_row[a.full]:
-        a.full = full
+    if per_row < SWITCH_MARGIN * a.per_row[cur]:
+        a.threads = count
+        a.probe_down = count < cur
         a.probe_gap = PROBE_GAP_AFTER_SWITCH
     else:
+        a.probe_down = not a.probe_down
         a.probe_gap = min(2 * a.probe_gap, <int>PROBE_GAP_MAX)
-    a.base = a.per_row[a.full]
+    a.base = a.per_row[a.threads]
 
 
 cdef inline long long _segment_rows(const int* doc_rows, int B, int s0,
@@ -510,12 +522,10 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     its loss (the mean over documents of each document's mean position loss) to
     losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
     step step0 + s and opt's settings. wt holds the transposed params on entry,
-    and again on return. With ws.adapt.on, segments of the steps run on every
-    thread or on one, as measured (Adaptive).
+    and again on return. With ws.adapt.on, the steps run in segments on as many
+    threads as measures fastest (Adaptive); else in one on every thread.
     """
-    cdef Schedule sc, one
-    schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
-    cdef int n_threads = sc.n_threads, n_groups = sc.n_groups
+    cdef int n_threads = min(ws.max_threads, B)
     # each step's plan: its documents, their rows, groups and threads' runs
     cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
     cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
@@ -524,43 +534,32 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
         free(doc_rows); free(groups); free(bounds); free(doc_losses)
         return -1
-    cdef int s, full, seg
-    cdef int one_adam[2]
-    cdef int one_shares[1 + GROUPS]
-    cdef int one_bounds[2]
-    cdef double started
+    cdef Schedule sc
     cdef Adaptive* a = &ws.adapt
-    for s in range(nsteps):
-        plan_step(&ws.d, starts, step_docs + s * B, B, sc.teams, sc.n_teams,
-                  doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
-                  bounds + s * (n_threads + 1))
-    schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
-    if n_threads == 1 or not a.on:
+    cdef bint adapting = n_threads > 1 and a.on
+    cdef int s = 0, k, seg, count
+    cdef double started
+    while s < nsteps:
+        count = _next_count(a, n_threads) if adapting else n_threads
+        # the segment's plan on `count` threads
+        schedule_init(&sc, count, B, ws.adam_first, ws.shares)
+        seg = nsteps
+        if adapting:  # about SEGMENT_SECONDS of steps like the first
+            doc_rows_of(&ws.d, starts, step_docs + s * B, B, doc_rows + s * (B + 1))
+            seg = _segment_steps(a, count, <double>doc_rows[s * (B + 1) + B], nsteps - s)
+        for k in range(s, s + seg):
+            plan_step(&ws.d, starts, step_docs + k * B, B, sc.teams, sc.n_teams,
+                      doc_rows + k * (B + 1), groups + k * (GROUPS + 1),
+                      bounds + k * (count + 1))
+        schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[s * (B + 1) + B] // sc.n_groups)
+        started = now() if adapting else 0
         _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
-                       learning_rates, opt, doc_rows, groups, bounds, n_threads + 1,
-                       doc_losses, 0, nsteps)
-    else:
-        # one thread's plan: one team, every document and block (the same for each step)
-        schedule_init(&one, 1, B, one_adam, one_shares)
-        schedule_blocks(&one, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
-        one_bounds[0] = 0
-        one_bounds[1] = B
-        s = 0
-        while s < nsteps:
-            full = _next_count(a)
-            seg = _segment_steps(a, full, <double>doc_rows[B], nsteps - s)
-            started = now()
-            if full:
-                _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0,
-                               B, learning_rates, opt, doc_rows, groups, bounds,
-                               n_threads + 1, doc_losses, s, s + seg)
-            else:
-                _train_segment(ws, &one, params, wt, m, v, tokens, starts, step_docs, step0,
-                               B, learning_rates, opt, doc_rows, groups, one_bounds, 0,
-                               doc_losses, s, s + seg)
-            _after_segment(a, full, now() - started, _segment_rows(doc_rows, B, s, s + seg),
-                           seg)
-            s += seg
+                       learning_rates, opt, doc_rows, groups, bounds, count + 1, doc_losses,
+                       s, s + seg)
+        if adapting:
+            _after_segment(a, count, n_threads, now() - started,
+                           _segment_rows(doc_rows, B, s, s + seg), seg)
+        s += seg
     for s in range(nsteps):
         losses[s] = _batch_loss(doc_losses + s * B, B)
     free(doc_rows); free(groups); free(bounds); free(doc_losses)
@@ -760,8 +759,8 @@ cdef class Engine:
     "float32" or "float64". params, m and v are numpy arrays (P,) on the
     engine's own 64-byte aligned memory, in config.param_layout's order; write
     weights through set_params, which also refreshes the transposed copy.
-    adapt_threads: train() moves its steps to one thread while that measures
-    faster (a busy machine; see Adaptive), with the same bits either way.
+    adapt_threads: train() runs its steps on fewer threads while that measures
+    faster (a busy machine; see Adaptive), with the same bits for any count.
 
     The arguments are the caller's to check (engine.CompiledGPT does): sizes
     here, the dataset's token ids and document starts (Dataset.check), and
@@ -796,7 +795,7 @@ cdef class Engine:
         self.batch_size = batch_size
         ws.max_threads = threads
         ws.adapt.on = adapt_threads
-        ws.adapt.full = 1
+        ws.adapt.threads = threads
         ws.adapt.probe_gap = PROBE_GAP_FIRST
         cdef Py_ssize_t P = ws.d.P
         try:
@@ -836,8 +835,11 @@ cdef class Engine:
         ws.block_squares = <double*>malloc(ws.n_blocks * sizeof(double))
         ws.adam_first = <int*>malloc((threads + 1) * sizeof(int))
         ws.shares = <int*>malloc((threads + GROUPS) * sizeof(int))
+        ws.adapt.per_row = <double*>calloc(threads + 1, sizeof(double))
+        ws.adapt.steps_on = <long long*>calloc(threads + 1, sizeof(long long))
         if (ws.blocks == NULL or ws.row_ints == NULL or ws.timers == NULL
-                or ws.block_squares == NULL or ws.adam_first == NULL or ws.shares == NULL):
+                or ws.block_squares == NULL or ws.adam_first == NULL or ws.shares == NULL
+                or ws.adapt.per_row == NULL or ws.adapt.steps_on == NULL):
             raise MemoryError("cannot allocate the engine's row and block tables")
         weight_blocks(&ws.d, ws.blocks)
 
@@ -852,6 +854,8 @@ cdef class Engine:
         free(self.ws.block_squares)
         free(self.ws.adam_first)
         free(self.ws.shares)
+        free(self.ws.adapt.per_row)
+        free(self.ws.adapt.steps_on)
 
     cdef _check_length(self, Py_ssize_t n, str what):
         if n != self.ws.d.P:
@@ -1023,16 +1027,18 @@ cdef class Engine:
 
     def thread_use(self):
         """How train() has used its threads (Adaptive): {"adaptive": whether the
-        count adapts, "steps_one" and "steps_all": steps trained on one thread and
-        on every thread, "now": the count in use}."""
+        count adapts, "steps": {thread count: steps trained on it}, "now": the
+        count in use}."""
         cdef Adaptive* a = &self.ws.adapt
         return {"adaptive": bool(a.on) and self.ws.max_threads > 1,
-                "steps_one": a.steps_on[0], "steps_all": a.steps_on[1],
-                "now": self.ws.max_threads if a.full or not a.on else 1}
+                "steps": {c: a.steps_on[c] for c in range(1, self.ws.max_threads + 1)
+                          if a.steps_on[c]},
+                "now": a.threads if a.on else self.ws.max_threads}
 
     def force_segments(self, int steps):
-        """Tests: from now on train() runs segments of `steps` steps on every thread
-        and on one thread in turn, whatever it measures (0: measure again)."""
+        """Tests: from now on train() runs segments of `steps` steps on n, n - 1, ..
+        1 threads in turn (n: the most a call may use), whatever it measures (0:
+        measure again)."""
         if steps < 0:
             raise ValueError("steps must be >= 0")
         self.ws.adapt.forced_steps = steps
