@@ -29,6 +29,10 @@
 # computed in an order fixed by the documents alone, so any thread count gives
 # the same bits.
 #
+# A training call runs its steps in segments, one parallel region each; with
+# Adaptive on, each segment on the thread count that measures fastest (fewer
+# threads beside other busy processes), planned for that count.
+#
 # Every parallel region shares its work the same way: thread `me` of the
 # `granted` threads OpenMP gives takes the shares th = me + i * granted of the
 # n_threads planned (its own, or several when fewer threads are granted than
@@ -419,12 +423,13 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
                          const long long* starts, const long long* step_docs, long long step0,
                          int B, const double* learning_rates, const AdamOptions* opt,
                          const int* doc_rows, const int* groups, const int* bounds,
-                         int bounds_stride, double* doc_losses, int s0,
-                         int s1) noexcept nogil:
+                         int bounds_stride, double* doc_losses, int s0, int s1,
+                         bint copies_current) noexcept nogil:
     """Steps s0..s1-1 of a call (phases A to D each) on sc's threads, in one parallel
     region: step s's plan is doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
     bounds + s * bounds_stride; its documents' losses go to doc_losses + s * B.
-    wt holds the transposed params on entry, and again on return."""
+    wt holds the transposed params on entry, and again on return; so do the
+    other teams' copies when copies_current (else they are made first)."""
     cdef int n_threads = sc.n_threads, n_teams = sc.n_teams, n_groups = sc.n_groups
     cdef const Team* teams = sc.teams
     cdef int s, th, k, t, me, granted, mine, i
@@ -447,15 +452,16 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
         mine = (n_threads - me + granted - 1) // granted
         fp_mode = flush_denormals_begin()
         # the other teams' transposed copies start from the current weights
-        for i in range(mine):
-            th = me + i * granted
-            t = team_of(teams, n_teams, th)
-            if t > 0:
-                _team_copies(ws.blocks, teams, n_teams, sc.shares, th,
-                             _team_copy(wt, wt_copies, d.P, t), params,
-                             ws.timers + th * N_TIMERS)
-        if n_threads > n_teams:
-            barrier()
+        if not copies_current:
+            for i in range(mine):
+                th = me + i * granted
+                t = team_of(teams, n_teams, th)
+                if t > 0:
+                    _team_copies(ws.blocks, teams, n_teams, sc.shares, th,
+                                 _team_copy(wt, wt_copies, d.P, t), params,
+                                 ws.timers + th * N_TIMERS)
+            if n_threads > n_teams:
+                barrier()
         for s in range(s0, s1):
             step = step0 + s
             ts = bounds + s * bounds_stride
@@ -538,6 +544,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef Adaptive* a = &ws.adapt
     cdef bint adapting = n_threads > 1 and a.on
     cdef int s = 0, k, seg, count
+    cdef bint copies_current = False  # the other teams' copies hold params
     cdef double started
     while s < nsteps:
         count = _next_count(a, n_threads) if adapting else n_threads
@@ -555,7 +562,10 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         started = now() if adapting else 0
         _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
                        learning_rates, opt, doc_rows, groups, bounds, count + 1, doc_losses,
-                       s, s + seg)
+                       s, s + seg, copies_current)
+        # phase D keeps every team's copy current (the copy of team 1 is the same
+        # buffer for any count); nothing else writes the weights during a call
+        copies_current = sc.n_teams > 1
         if adapting:
             _after_segment(a, count, n_threads, now() - started,
                            _segment_rows(doc_rows, B, s, s + seg), seg)
