@@ -264,7 +264,7 @@ def read_steps(proc: subprocess.Popen, steps: int, timeout: float) -> dict[int, 
 
 
 # --busy rows run this many times the steps of the quiet rows: the adaptive
-# thread count (engine.pxi, Adaptive) probes first after 8 segments of ~5 ms
+# thread count (engine.pxi, Adaptive) settles over its first few segments of ~5 ms
 BUSY_RUN_LENGTH = 8
 
 # a busy loop that ends itself once its parent (the bench) is gone, however

@@ -284,17 +284,18 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 # The adaptive thread count of a training call (Workspace.adapt). Its steps run
 # in segments of about SEGMENT_SECONDS, each planned for its own thread count:
 # results are the same bits for any count. Each segment's seconds per row of
-# documents is measured. Every probe_gap segments one segment runs on one
-# thread fewer or one more than the count in use (a probe), and the count whose
-# time per row is lower is kept. A probe that confirms the count in use doubles
-# the gap (up to PROBE_GAP_MAX), so a quiet machine pays for about one slower
-# segment in PROBE_GAP_MAX; a segment clearly slower than its count's figure
-# when that count was chosen (a competitor came) probes at once.
+# documents is measured. Every probe_gap segments a short one (PROBE_SECONDS)
+# runs on one thread fewer or one more than the count in use (a probe), and the
+# count whose time per row is lower is kept. A probe that confirms the count in
+# use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for a
+# slower millisecond in about 0.6 s; a segment clearly slower than its count's
+# figure when that count was chosen (a competitor came) probes at once.
 cdef enum:
-    PROBE_GAP_FIRST = 8
+    PROBE_GAP_FIRST = 2
     PROBE_GAP_AFTER_SWITCH = 4
     PROBE_GAP_MAX = 128
 cdef double SEGMENT_SECONDS = 0.005
+cdef double PROBE_SECONDS = 0.001
 cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
 cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
 
@@ -327,16 +328,18 @@ cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
     return cur + 1
 
 
-cdef inline int _segment_steps(const Adaptive* a, int count, double rows_per_step,
+cdef inline int _segment_steps(const Adaptive* a, int count, bint probe, double rows_per_step,
                                int left) noexcept nogil:
-    """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work."""
+    """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work,
+    or PROBE_SECONDS for a probe."""
     cdef double guess
+    cdef double seconds = PROBE_SECONDS if probe else SEGMENT_SECONDS
     cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
     if a.forced_steps > 0:
         return min(a.forced_steps, left)
     if per_row <= 0:
         return 1  # the first segment measures a step
-    guess = SEGMENT_SECONDS / (per_row * rows_per_step)
+    guess = seconds / (per_row * rows_per_step)
     return <int>max(1.0, min(<double>left, guess))
 
 
@@ -553,7 +556,8 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         seg = nsteps
         if adapting:  # about SEGMENT_SECONDS of steps like the first
             doc_rows_of(&ws.d, starts, step_docs + s * B, B, doc_rows + s * (B + 1))
-            seg = _segment_steps(a, count, <double>doc_rows[s * (B + 1) + B], nsteps - s)
+            seg = _segment_steps(a, count, count != min(a.threads, n_threads),
+                                 <double>doc_rows[s * (B + 1) + B], nsteps - s)
         for k in range(s, s + seg):
             plan_step(&ws.d, starts, step_docs + k * B, B, sc.teams, sc.n_teams,
                       doc_rows + k * (B + 1), groups + k * (GROUPS + 1),
