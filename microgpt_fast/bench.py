@@ -7,8 +7,8 @@
     python -m microgpt_fast.bench --big shakespeare   # also the n_embd 256 model, on text windows
     python -m microgpt_fast.bench --data shakespeare  # every mode on windows of 17 characters
     python -m microgpt_fast.bench --original microgpt.py   # also time Karpathy's original
-    python -m microgpt_fast.bench --busy              # also each row of 2+ threads beside a
-                                                      # CPU-bound competitor process
+    python -m microgpt_fast.bench --busy              # also each thread count, fixed and
+                                                      # adapting, beside a CPU-bound process
 
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
@@ -31,11 +31,14 @@ it is stopped. The exact-mode rows then carry x/orig, their speedup against
 it, beside x/step, their speedup against the reference (itself about 1.6x
 faster than the original, so x/step understates the speedup over the original).
 
---busy times each throughput row of 2 or more threads a second time while a
+--busy times each thread count of the throughput mode a second time while a
 CPU-bound process (a Python busy loop the bench starts and stops) competes for
-a core: what a busy machine costs a row whose threads wait for each other.
-These rows are marked busy (engine `NAME+busy` in the table, `busy` in JSON
-and CSV).
+a core, over runs 8 times longer: what a busy machine costs a row whose threads
+wait for each other. These rows are marked busy (engine `NAME+busy` in the
+table, `busy` in JSON and CSV). Beside them, each count of 2 or more is timed
+once more with the thread count adapting (CompiledGPT's adapt_threads, the
+default of training; every other row keeps its count fixed): `NAME+busy+auto`,
+`auto` in JSON and CSV.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Row:
     speedup_doc: float   # reference us/doc (same shape) / us/doc
     speedup_original: float = math.nan  # original us/step / us/step (exact mode, --original)
     busy: bool = False   # timed beside a CPU-bound competitor process (--busy)
+    auto: bool = False   # the engine adapted its thread count, up to `threads` (--busy)
 
 
 def train_flops(cfg: GPTConfig, n: int) -> float:
@@ -115,14 +119,16 @@ def time_reference(ds, cfg: GPTConfig, steps: int):
 
 
 def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, batch: int,
-                  steps: int, repeats: int, lr: float):
-    """Median seconds of `steps` steps from a fresh model, after one warm-up run.
+                  steps: int, repeats: int, lr: float, adapt: bool = False):
+    """Median seconds of `steps` steps from a fresh model, after one warm-up run;
+    on `threads` threads, or adapting their count when `adapt` (CompiledGPT's
+    adapt_threads, its default).
 
     Returns (median seconds, the model of the last run)."""
     params = init_params(cfg, random.Random(0))
     times = []
     for r in range(repeats + 1):
-        model = CompiledGPT(cfg, params, dtype, threads, batch, kernel)
+        model = CompiledGPT(cfg, params, dtype, threads, batch, kernel, adapt)
         t0 = time.perf_counter()
         model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
         if r > 0:  # run 0 warms caches, pages and the thread pool
@@ -257,6 +263,10 @@ def read_steps(proc: subprocess.Popen, steps: int, timeout: float) -> dict[int, 
     return arrived
 
 
+# --busy rows run this many times the steps of the quiet rows: the adaptive
+# thread count (engine.pxi, Adaptive) settles over its first few segments of ~5 ms
+BUSY_RUN_LENGTH = 8
+
 # a busy loop that ends itself once its parent (the bench) is gone, however
 # that ended (even SIGKILL): its parent then changes
 SPIN = """import os
@@ -286,7 +296,7 @@ def competitor():
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m microgpt_fast.bench", description=__doc__.split("\n\n")[0])
-    add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"))  # --data
+    add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads", "adapt_threads"))  # --data
     add_config_flags(p, TrainConfig, skip=[f.name for f in fields(TrainConfig)
                                            if f.name != "data_format"])
     p.add_argument("--variants", nargs="+", default=None,
@@ -323,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="give up on the original when its step N line has not come by then")
     p.add_argument("--busy", action="store_true",
-                   help="also time each throughput row of 2 or more threads while a CPU-bound "
-                        "process the bench starts competes for a core (rows marked +busy)")
+                   help="also time each throughput thread count while a CPU-bound process "
+                        "the bench starts competes for a core (rows marked +busy), and each "
+                        "count of 2+ adapting the threads it uses (+busy+auto)")
     p.add_argument("--breakdown", action="store_true",
                    help="time per op group for each variant (needs the profiling builds: "
                         "install with MICROGPT_FAST_PROFILE=1)")
@@ -344,14 +355,14 @@ def speedup_text(x: float) -> str:
 def print_table(rows: list[Row], out=sys.stdout) -> None:
     """One line per row; the x/orig column only when some row has it (--original)."""
     with_original = any(not math.isnan(r.speedup_original) for r in rows)
-    width = max([10] + [len(r.engine) + 5 * r.busy for r in rows])
+    width = max([10] + [len(r.engine) + 5 * r.busy + 5 * r.auto for r in rows])
     head = (f"{'engine':<{width}} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
             f"{'us/step':>11} {'us/doc':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'%peak':>6} "
             f"{'x/step':>9} {'x/doc':>9}" + (f" {'x/orig':>9}" if with_original else ""))
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
-        engine = r.engine + "+busy" * r.busy
+        engine = r.engine + "+busy" * r.busy + "+auto" * r.auto
         print(f"{engine:<{width}} {r.dtype:<7} {r.threads:>3} {r.batch:>5} {r.n_embd:>4} "
               f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
@@ -462,7 +473,7 @@ def run(args, out=None) -> dict:
     rows: list[Row] = []
 
     def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds, first=0,
-                busy=False):
+                busy=False, auto=False):
         positions = data.positions(cfg.block_size, batch, first, steps).tolist()
         flops = sum(train_flops(cfg, n) for n in positions)
         us_step = seconds / steps * 1e6
@@ -481,7 +492,7 @@ def run(args, out=None) -> dict:
                         # the original runs the exact mode's shape: batch 1, float64, C 16
                         original * 1e6 / us_step if original and batch == 1 and ref_shape
                         and cfg.n_embd == 16 and dtype == "float64" else math.nan,
-                        busy))
+                        busy, auto))
 
     for C, (s_step, s_pos) in reference.items():
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
@@ -506,13 +517,17 @@ def run(args, out=None) -> dict:
                 seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
                                                args.batch_size, steps, args.repeats, 0.01)
                 add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds)
-                if args.busy and t >= 2:
-                    with competitor():
+            if args.busy:
+                # longer runs: the adaptive count settles over its first ~0.1 s
+                busy_steps = BUSY_RUN_LENGTH * steps
+                with competitor():
+                    for t, adapt in [(t, False) for t in threads] + [(t, True) for t in threads
+                                                                     if t >= 2]:
                         seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
-                                                       args.batch_size, steps, args.repeats,
-                                                       0.01)
-                    add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps,
-                            seconds, busy=True)
+                                                       args.batch_size, busy_steps,
+                                                       args.repeats, 0.01, adapt)
+                        add_row(v, cfg, args.dtype, model.threads, args.batch_size,
+                                busy_steps, seconds, busy=True, auto=adapt)
     if args.big:
         big = load_text(args.big, 64, 42)
         cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)

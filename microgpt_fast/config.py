@@ -335,6 +335,8 @@ class RunOptions:
     threads: int | None = _field(None, "OpenMP threads, never more than the documents of a "
                                  "step", type=int,
                                  shown="$OMP_NUM_THREADS, else every core")
+    adapt_threads: bool = _field(True, "train on fewer of those threads while that measures "
+                                 "faster (a busy machine), probing the others now and then")
 
 
 # Known recipes: settings that go together, under one name (--preset). nanogpt is

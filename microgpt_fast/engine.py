@@ -35,11 +35,13 @@ class CompiledGPT:
     dtype: "float64" (reproduces the original) or "float32".
     threads: see kernels.resolve_threads, never more than batch_size (a thread
     owns whole documents); batch_size: the most documents a step trains.
+    adapt_threads: train() runs on fewer threads while that measures faster
+    (see Adaptive in src/engine.pxi); any count gives the same bits.
     """
 
     def __init__(self, config: GPTConfig, params, dtype: str = "float64",
                  threads: int | None = None, batch_size: int = 1,
-                 kernel: Kernel | str | None = None):
+                 kernel: Kernel | str | None = None, adapt_threads: bool = True):
         self.config = config.validate()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -56,7 +58,7 @@ class CompiledGPT:
         self.engine = self.kernel.module.Engine(
             c.n_embd, c.n_head, c.n_layer, c.block_size, c.vocab_size, batch_size, self.threads,
             dtype, c.mlp_ratio, c.norm, c.norm_gain, c.final_norm, c.activation,
-            c.tie_embeddings, c.emb_norm)
+            c.tie_embeddings, c.emb_norm, bool(adapt_threads))
         self.engine.set_params(given)
 
     @property

@@ -37,7 +37,7 @@ def build_parser() -> Parser:
                    help="draw only among the k likeliest characters (default: all)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the draws (default: continue the checkpoint's random stream)")
-    add_config_flags(p, RunOptions, skip=("data", "engine", "threads"))
+    add_config_flags(p, RunOptions, skip=("data", "engine", "threads", "adapt_threads"))
     return p
 
 

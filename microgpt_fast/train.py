@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig, note=ON_RESUME)
     add_preset_flag(p)
     add_config_flags(p, SampleConfig, note=ON_RESUME)
-    add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads"), note=ON_RESUME)
+    add_config_flags(p, RunOptions, skip=("engine", "kernel", "threads", "adapt_threads"),
+                     note=ON_RESUME)
     add_config_flags(p, RunOptions, skip=("data",))
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="validation loss every N steps and at the end (0: only at the end)")
@@ -119,7 +120,7 @@ def make_trainer(args) -> Trainer:
         model, train = configs_from(given)
         return Trainer(model, train, data=options.data, engine=options.engine,
                        kernel=options.kernel, threads=options.threads,
-                       sampling=SampleConfig(**sampling))
+                       sampling=SampleConfig(**sampling), adapt_threads=options.adapt_threads)
     ckpt = read_checkpoint(args.resume)
     saved = {**ckpt.config.to_dict(), **ckpt.train_config.to_dict()}
     conflicts = [f"--{name.replace('_', '-')} {value} (checkpoint: {saved[name]})"
@@ -129,7 +130,7 @@ def make_trainer(args) -> Trainer:
                          + ", ".join(conflicts))
     ckpt.sampling = replace(ckpt.sampling, **sampling)
     return Trainer.from_checkpoint(ckpt, data=options.data, threads=options.threads,
-                                   kernel=options.kernel)
+                                   kernel=options.kernel, adapt_threads=options.adapt_threads)
 
 
 class CsvLog:

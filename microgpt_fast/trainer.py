@@ -104,10 +104,11 @@ class Trainer:
 
     def __init__(self, config: GPTConfig | None = None, train_config: TrainConfig | None = None,
                  data=None, engine: str = "compiled", kernel: str | None = None,
-                 threads: int | None = None, sampling: SampleConfig | None = None):
+                 threads: int | None = None, sampling: SampleConfig | None = None,
+                 adapt_threads: bool = True):
         tc = (train_config or TrainConfig()).validate()
         config = (config or GPTConfig()).validate()  # fail on bad sizes before reading any data
-        self._setup(tc, engine, data, threads, sampling)
+        self._setup(tc, engine, data, threads, sampling, adapt_threads)
         tc = self.train_config
         self.rng = random.Random(tc.seed)
         full = load_data(self.data, tc.data_format, self.rng, config.block_size, tc.seed)
@@ -118,7 +119,8 @@ class Trainer:
 
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike | Checkpoint, data=None,
-                        threads: int | None = None, kernel: str | None = None) -> "Trainer":
+                        threads: int | None = None, kernel: str | None = None,
+                        adapt_threads: bool = True) -> "Trainer":
         """A trainer that goes on from a checkpoint (a path or a read Checkpoint).
 
         data: the text to train on from here (default: the file the checkpoint
@@ -130,7 +132,7 @@ class Trainer:
         ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
         self = cls.__new__(cls)
         self._setup(ckpt.train_config.validate(), "compiled", ckpt.data if data is None else data,
-                    threads, ckpt.sampling)
+                    threads, ckpt.sampling, adapt_threads)
         self.chars = list(ckpt.chars)
         self.config = ckpt.config
         self.rng = random.Random()
@@ -144,7 +146,7 @@ class Trainer:
         return self
 
     def _setup(self, tc: TrainConfig, engine: str, data, threads: int | None,
-                sampling: SampleConfig | None) -> None:
+                sampling: SampleConfig | None, adapt_threads: bool = True) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if threads is not None and not (isinstance(threads, int) and threads >= 1):
@@ -152,6 +154,7 @@ class Trainer:
         self.engine = engine
         self.sampling = (sampling or SampleConfig()).validate()
         self._threads_asked = threads
+        self._adapt_threads = bool(adapt_threads)
         if data is not None:
             refuse_stdin(data, "data file", DataError)
         self.data = data_source(data)  # a bundled dataset's name or an absolute path
@@ -175,7 +178,7 @@ class Trainer:
 
     def _make_model(self, params, kernel) -> None:
         self.model = new_model(self.engine, self.config, params, self.train_config,
-                               self._threads_asked, kernel)
+                               self._threads_asked, kernel, self._adapt_threads)
         self.threads = self.model.threads
         self.kernel = self.model.kernel_name
 
@@ -477,13 +480,15 @@ class Trainer:
 
 
 def new_model(engine: str, config: GPTConfig, params, train_config: TrainConfig,
-              threads: int | None = None, kernel: str | None = None):
+              threads: int | None = None, kernel: str | None = None,
+              adapt_threads: bool = True):
     """A model on the named engine, both behind one interface (engine.CompiledGPT):
-    the compiled one in the run's dtype and threads, or the pure-Python
-    reference (float64, one thread)."""
+    the compiled one in the run's dtype and threads (adapting their count when
+    adapt_threads), or the pure-Python reference (float64, one thread)."""
     tc = train_config
     if engine == "compiled":
-        return CompiledGPT(config, params, tc.dtype, threads, tc.batch_size, kernel)
+        return CompiledGPT(config, params, tc.dtype, threads, tc.batch_size, kernel,
+                           adapt_threads)
     return ReferenceGPT(config, list(params), tc.batch_size)
 
 

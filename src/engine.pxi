@@ -29,6 +29,10 @@
 # computed in an order fixed by the documents alone, so any thread count gives
 # the same bits.
 #
+# A training call runs its steps in segments, one parallel region each; with
+# Adaptive on, each segment on the thread count that measures fastest (fewer
+# threads beside other busy processes), planned for that count.
+#
 # Every parallel region shares its work the same way: thread `me` of the
 # `granted` threads OpenMP gives takes the shares th = me + i * granted of the
 # n_threads planned (its own, or several when fewer threads are granted than
@@ -277,6 +281,108 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 
 
 # ---------------------------------------------------------------------------
+# The adaptive thread count of a training call (Workspace.adapt). Its steps run
+# in segments of about SEGMENT_SECONDS, each planned for its own thread count:
+# results are the same bits for any count. Each segment's seconds per row of
+# documents is measured. Every probe_gap segments a short one (PROBE_SECONDS)
+# runs on one thread fewer or one more than the count in use (a probe), and the
+# count whose time per row is lower is kept. A probe that confirms the count in
+# use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for a
+# slower millisecond in about 0.6 s; a segment clearly slower than its count's
+# figure when that count was chosen (a competitor came) probes at once.
+cdef enum:
+    PROBE_GAP_FIRST = 2
+    PROBE_GAP_AFTER_SWITCH = 4
+    PROBE_GAP_MAX = 128
+cdef double SEGMENT_SECONDS = 0.005
+cdef double PROBE_SECONDS = 0.001
+cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
+cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
+
+
+cdef struct Adaptive:
+    bint on                # adapt the thread count of train() (threads > 1)
+    int threads            # the count in use (never more than a call's documents)
+    double* per_row        # (max_threads + 1,) seconds per row of the last segment on
+                           # each count, 0 before the first
+    long long* steps_on    # (max_threads + 1,) steps trained on each count
+    double base            # per_row of the count in use when it was chosen
+    int probe_gap          # segments of the count in use between probes
+    int since_probe        # segments since the last probe
+    bint probe_down        # the next probe tries one thread fewer (where both exist)
+    int forced_steps       # tests: segments of this many steps on counts n, n - 1, .. 1, n
+
+
+cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
+    """The thread count of the next segment of a call of at most n threads."""
+    cdef int cur = min(a.threads, n)
+    if a.forced_steps > 0:
+        a.threads = cur - 1 if cur > 1 else n
+        return cur
+    if n == 1 or a.since_probe < a.probe_gap:
+        return cur
+    if cur == 1:
+        return 2
+    if cur == n or a.probe_down:
+        return cur - 1
+    return cur + 1
+
+
+cdef inline int _segment_steps(const Adaptive* a, int count, bint probe, double rows_per_step,
+                               int left) noexcept nogil:
+    """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work,
+    or PROBE_SECONDS for a probe."""
+    cdef double guess
+    cdef double seconds = PROBE_SECONDS if probe else SEGMENT_SECONDS
+    cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
+    if a.forced_steps > 0:
+        return min(a.forced_steps, left)
+    if per_row <= 0:
+        return 1  # the first segment measures a step
+    guess = seconds / (per_row * rows_per_step)
+    return <int>max(1.0, min(<double>left, guess))
+
+
+cdef inline void _after_segment(Adaptive* a, int count, int n, double seconds,
+                                long long rows, int steps) noexcept nogil:
+    """Record a segment on `count` threads of a call of at most n, and choose the
+    count from here on."""
+    cdef double per_row = seconds / max(rows, 1)
+    cdef int cur = min(a.threads, n)
+    a.steps_on[count] += steps
+    if a.forced_steps > 0:
+        return
+    a.per_row[count] = per_row
+    if count == cur:
+        a.since_probe += 1
+        if a.base <= 0:
+            a.base = per_row
+        elif per_row > SLOWER_ALARM * a.base:
+            a.since_probe = a.probe_gap  # probe next
+        return
+    # a probe: keep the faster count; probe the same way again after a move
+    a.since_probe = 0
+    if per_row < SWITCH_MARGIN * a.per_row[cur]:
+        a.threads = count
+        a.probe_down = count < cur
+        a.probe_gap = PROBE_GAP_AFTER_SWITCH
+    else:
+        a.probe_down = not a.probe_down
+        a.probe_gap = min(2 * a.probe_gap, <int>PROBE_GAP_MAX)
+    a.base = a.per_row[a.threads]
+
+
+cdef inline long long _segment_rows(const int* doc_rows, int B, int s0,
+                                    int s1) noexcept nogil:
+    """Rows of documents of steps s0..s1-1 (each step's plan is B + 1 entries)."""
+    cdef long long total = 0
+    cdef int s
+    for s in range(s0, s1):
+        total += doc_rows[s * (B + 1) + B]
+    return total
+
+
+# ---------------------------------------------------------------------------
 # The workspace and the calls that run on it
 
 
@@ -294,6 +400,7 @@ cdef struct Workspace:
     double* block_squares  # (n_blocks,) each block's gradient sum of squares (clipping)
     int* adam_first        # (max_threads + 1,) a call's block shares (Schedule)
     int* shares            # (max_threads + GROUPS,)
+    Adaptive adapt         # train()'s thread count (threads > 1)
 
 
 cdef inline floating* _team_copy(floating* wt, floating* wt_copies, Py_ssize_t P,
@@ -314,32 +421,21 @@ cdef void _transpose_all(const Workspace* ws, const floating* params,
             _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
 
 
-cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
-                      const int* tokens, const long long* starts,
-                      const long long* step_docs, long long step0, int B,
-                      const double* learning_rates, const AdamOptions* opt,
-                      double* losses, int nsteps) noexcept nogil:
-    """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
-
-    Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
-    its loss (the mean over documents of each document's mean position loss) to
-    losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
-    step step0 + s and opt's settings. wt holds the transposed params on entry,
-    and again on return.
-    """
-    cdef Schedule sc
-    schedule_init(&sc, ws.max_threads, B, ws.adam_first, ws.shares)
+cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating* wt,
+                         floating* m, floating* v, const int* tokens,
+                         const long long* starts, const long long* step_docs, long long step0,
+                         int B, const double* learning_rates, const AdamOptions* opt,
+                         const int* doc_rows, const int* groups, const int* bounds,
+                         int bounds_stride, double* doc_losses, int s0, int s1,
+                         bint copies_current) noexcept nogil:
+    """Steps s0..s1-1 of a call (phases A to D each) on sc's threads, in one parallel
+    region: step s's plan is doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
+    bounds + s * bounds_stride; its documents' losses go to doc_losses + s * B.
+    wt holds the transposed params on entry, and again on return; so do the
+    other teams' copies when copies_current (else they are made first)."""
     cdef int n_threads = sc.n_threads, n_teams = sc.n_teams, n_groups = sc.n_groups
     cdef const Team* teams = sc.teams
-    # each step's plan: its documents, their rows, groups and threads' runs
-    cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
-    cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
-    cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
-    cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
-    if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
-        free(doc_rows); free(groups); free(bounds); free(doc_losses)
-        return -1
-    cdef int s, b, th, k, t, me, granted, mine, i
+    cdef int s, th, k, t, me, granted, mine, i
     cdef long long step
     cdef double lr_t, grad_scale, shrink
     cdef double beta1 = opt.beta1, beta2 = opt.beta2, eps = opt.eps
@@ -350,31 +446,28 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef floating* arenas = <floating*>ws.arena
     cdef floating* partials = <floating*>ws.partials
     cdef floating* wt_copies = <floating*>ws.wt_copies
-    cdef int* ts                # this step's thread bounds
-    cdef int* dr                # this step's document rows
-    cdef int* gs                # this step's gradient groups
-    for s in range(nsteps):
-        plan_step(d, starts, step_docs + s * B, B, teams, n_teams, doc_rows + s * (B + 1),
-                  groups + s * (GROUPS + 1), bounds + s * (n_threads + 1))
-    schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[B] // n_groups)
+    cdef const int* ts          # this step's thread bounds
+    cdef const int* dr          # this step's document rows
+    cdef const int* gs          # this step's gradient groups
     with parallel(num_threads=n_threads):
         me = threadid()
         granted = num_threads()
         mine = (n_threads - me + granted - 1) // granted
         fp_mode = flush_denormals_begin()
         # the other teams' transposed copies start from the current weights
-        for i in range(mine):
-            th = me + i * granted
-            t = team_of(teams, n_teams, th)
-            if t > 0:
-                _team_copies(ws.blocks, teams, n_teams, sc.shares, th,
-                             _team_copy(wt, wt_copies, d.P, t), params,
-                             ws.timers + th * N_TIMERS)
-        if n_threads > n_teams:
-            barrier()
-        for s in range(nsteps):
+        if not copies_current:
+            for i in range(mine):
+                th = me + i * granted
+                t = team_of(teams, n_teams, th)
+                if t > 0:
+                    _team_copies(ws.blocks, teams, n_teams, sc.shares, th,
+                                 _team_copy(wt, wt_copies, d.P, t), params,
+                                 ws.timers + th * N_TIMERS)
+            if n_threads > n_teams:
+                barrier()
+        for s in range(s0, s1):
             step = step0 + s
-            ts = bounds + s * (n_threads + 1)
+            ts = bounds + s * bounds_stride
             dr = doc_rows + s * (B + 1)
             gs = groups + s * (GROUPS + 1)
             # A. documents, with the team's own transposed weights
@@ -425,6 +518,62 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
             if n_threads > n_teams:
                 barrier()
         flush_denormals_end(fp_mode)
+
+
+cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
+                      const int* tokens, const long long* starts,
+                      const long long* step_docs, long long step0, int B,
+                      const double* learning_rates, const AdamOptions* opt,
+                      double* losses, int nsteps) noexcept nogil:
+    """Train nsteps steps from step0 (phases A to D each); -1 when out of memory.
+
+    Step step0 + s trains the documents step_docs[s*B .. s*B + B - 1] and writes
+    its loss (the mean over documents of each document's mean position loss) to
+    losses[s]; Adam takes the rate learning_rates[s], the bias corrections of
+    step step0 + s and opt's settings. wt holds the transposed params on entry,
+    and again on return. With ws.adapt.on, the steps run in segments on as many
+    threads as measures fastest (Adaptive); else in one on every thread.
+    """
+    cdef int n_threads = min(ws.max_threads, B)
+    # each step's plan: its documents, their rows, groups and threads' runs
+    cdef int* doc_rows = <int*>malloc(<size_t>nsteps * (B + 1) * sizeof(int))
+    cdef int* groups = <int*>malloc(<size_t>nsteps * (GROUPS + 1) * sizeof(int))
+    cdef int* bounds = <int*>malloc(<size_t>nsteps * (n_threads + 1) * sizeof(int))
+    cdef double* doc_losses = <double*>malloc(<size_t>nsteps * B * sizeof(double))
+    if doc_rows == NULL or groups == NULL or bounds == NULL or doc_losses == NULL:
+        free(doc_rows); free(groups); free(bounds); free(doc_losses)
+        return -1
+    cdef Schedule sc
+    cdef Adaptive* a = &ws.adapt
+    cdef bint adapting = n_threads > 1 and a.on
+    cdef int s = 0, k, seg, count
+    cdef bint copies_current = False  # the other teams' copies hold params
+    cdef double started
+    while s < nsteps:
+        count = _next_count(a, n_threads) if adapting else n_threads
+        # the segment's plan on `count` threads
+        schedule_init(&sc, count, B, ws.adam_first, ws.shares)
+        seg = nsteps
+        if adapting:  # about SEGMENT_SECONDS of steps like the first
+            doc_rows_of(&ws.d, starts, step_docs + s * B, B, doc_rows + s * (B + 1))
+            seg = _segment_steps(a, count, count != min(a.threads, n_threads),
+                                 <double>doc_rows[s * (B + 1) + B], nsteps - s)
+        for k in range(s, s + seg):
+            plan_step(&ws.d, starts, step_docs + k * B, B, sc.teams, sc.n_teams,
+                      doc_rows + k * (B + 1), groups + k * (GROUPS + 1),
+                      bounds + k * (count + 1))
+        schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[s * (B + 1) + B] // sc.n_groups)
+        started = now() if adapting else 0
+        _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
+                       learning_rates, opt, doc_rows, groups, bounds, count + 1, doc_losses,
+                       s, s + seg, copies_current)
+        # phase D keeps every team's copy current (the copy of team 1 is the same
+        # buffer for any count); nothing else writes the weights during a call
+        copies_current = sc.n_teams > 1
+        if adapting:
+            _after_segment(a, count, n_threads, now() - started,
+                           _segment_rows(doc_rows, B, s, s + seg), seg)
+        s += seg
     for s in range(nsteps):
         losses[s] = _batch_loss(doc_losses + s * B, B)
     free(doc_rows); free(groups); free(bounds); free(doc_losses)
@@ -624,6 +773,8 @@ cdef class Engine:
     "float32" or "float64". params, m and v are numpy arrays (P,) on the
     engine's own 64-byte aligned memory, in config.param_layout's order; write
     weights through set_params, which also refreshes the transposed copy.
+    adapt_threads: train() runs its steps on fewer threads while that measures
+    faster (a busy machine; see Adaptive), with the same bits for any count.
 
     The arguments are the caller's to check (engine.CompiledGPT does): sizes
     here, the dataset's token ids and document starts (Dataset.check), and
@@ -642,7 +793,7 @@ cdef class Engine:
     def __cinit__(self, int n_embd, int n_head, int n_layer, int block_size, int vocab_size,
                   int batch_size, int threads, dtype, int mlp_ratio=4, norm="rmsnorm",
                   bint norm_gain=False, bint final_norm=False, activation="relu",
-                  bint tie_embeddings=False, bint emb_norm=True):
+                  bint tie_embeddings=False, bint emb_norm=True, bint adapt_threads=True):
         memset(&self.ws, 0, sizeof(Workspace))
         dtype = np.dtype(dtype)
         if (n_embd < 1 or n_head < 1 or n_embd % n_head or n_layer < 1 or block_size < 1
@@ -657,6 +808,9 @@ cdef class Engine:
         self.itemsize = dtype.itemsize
         self.batch_size = batch_size
         ws.max_threads = threads
+        ws.adapt.on = adapt_threads
+        ws.adapt.threads = threads
+        ws.adapt.probe_gap = PROBE_GAP_FIRST
         cdef Py_ssize_t P = ws.d.P
         try:
             self.params = _aligned_zeros(P, dtype)
@@ -695,8 +849,11 @@ cdef class Engine:
         ws.block_squares = <double*>malloc(ws.n_blocks * sizeof(double))
         ws.adam_first = <int*>malloc((threads + 1) * sizeof(int))
         ws.shares = <int*>malloc((threads + GROUPS) * sizeof(int))
+        ws.adapt.per_row = <double*>calloc(threads + 1, sizeof(double))
+        ws.adapt.steps_on = <long long*>calloc(threads + 1, sizeof(long long))
         if (ws.blocks == NULL or ws.row_ints == NULL or ws.timers == NULL
-                or ws.block_squares == NULL or ws.adam_first == NULL or ws.shares == NULL):
+                or ws.block_squares == NULL or ws.adam_first == NULL or ws.shares == NULL
+                or ws.adapt.per_row == NULL or ws.adapt.steps_on == NULL):
             raise MemoryError("cannot allocate the engine's row and block tables")
         weight_blocks(&ws.d, ws.blocks)
 
@@ -711,6 +868,8 @@ cdef class Engine:
         free(self.ws.block_squares)
         free(self.ws.adam_first)
         free(self.ws.shares)
+        free(self.ws.adapt.per_row)
+        free(self.ws.adapt.steps_on)
 
     cdef _check_length(self, Py_ssize_t n, str what):
         if n != self.ws.d.P:
@@ -879,6 +1038,24 @@ cdef class Engine:
         n = len(TIMER_GROUPS)
         return (total[:n], total[T_BACKWARD:T_BACKWARD + n], total[T_ADAM],
                 total[T_WEIGHT_BLOCKS])
+
+    def thread_use(self):
+        """How train() has used its threads (Adaptive): {"adaptive": whether the
+        count adapts, "steps": {thread count: steps trained on it}, "now": the
+        count in use}."""
+        cdef Adaptive* a = &self.ws.adapt
+        return {"adaptive": bool(a.on) and self.ws.max_threads > 1,
+                "steps": {c: a.steps_on[c] for c in range(1, self.ws.max_threads + 1)
+                          if a.steps_on[c]},
+                "now": a.threads if a.on else self.ws.max_threads}
+
+    def force_segments(self, int steps):
+        """Tests: from now on train() runs segments of `steps` steps on n, n - 1, ..
+        1 threads in turn (n: the most a call may use), whatever it measures (0:
+        measure again)."""
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        self.ws.adapt.forced_steps = steps
 
     def reset_timers(self):
         memset(self.ws.timers, 0, <size_t>self.ws.max_threads * N_TIMERS * sizeof(double))

@@ -211,8 +211,9 @@ BUSY = QUICK + ["--no-exact", "--reference-steps", "0", "--threads", "1", "2", "
 
 
 def test_busy_rows_run_beside_a_competitor(tmp_path, monkeypatch, spawned):
-    """--busy adds a marked row for each row of 2+ threads, timed while the
-    competitor runs (and only those); the competitor is gone afterwards."""
+    """--busy adds a marked row for each thread count, and one adapting the count
+    for each count of 2+, timed while the competitor runs (and only those); the
+    competitor is gone afterwards."""
     running = []  # per time_compiled call: whether a competitor ran
 
     def timed(*args, **kwargs):
@@ -224,11 +225,16 @@ def test_busy_rows_run_beside_a_competitor(tmp_path, monkeypatch, spawned):
     result = call_main(bench.main, BUSY + ["--json", "b.json", "--csv", "b.csv"], tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert [(r["threads"], r["busy"]) for r in rows] == [(1, False), (2, False), (2, True)]
-    assert running == [False, False, True]
-    assert "generic+busy" in result.stdout
+    assert [(r["threads"], r["busy"], r["auto"]) for r in rows] == [
+        (1, False, False), (2, False, False), (1, True, False), (2, True, False),
+        (2, True, True)]
+    assert rows[2]["steps"] == 8 * rows[0]["steps"]  # longer runs beside the competitor
+    assert running == [False, False, True, True, True]
+    assert "generic+busy " in result.stdout and "generic+busy+auto" in result.stdout
     with open(tmp_path / "b.csv") as f:
-        assert [r["busy"] for r in csv.DictReader(f)] == ["False", "False", "True"]
+        assert [(r["busy"], r["auto"]) for r in csv.DictReader(f)] == [
+            ("False", "False"), ("False", "False"), ("True", "False"), ("True", "False"),
+            ("True", "True")]
     assert len(spawned) == 1 and all(gone(p.pid) for p in spawned)
 
 
@@ -270,8 +276,9 @@ def child_of(pid: int, timeout: float) -> int | None:
                     reason="needs /proc and ps")
 @pytest.mark.parametrize("flags, sig, code", [
     (["--original", FAKE_ORIGINAL, "--original-steps", "999"], signal.SIGTERM, 128 + 15),
-    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGTERM, 128 + 15),
-    (BUSY + ["--threads", "2", "--throughput-docs", "20000"], signal.SIGKILL, -9),
+    # busy rows run 8 times the documents: a signal waits for the train call in progress
+    (BUSY + ["--threads", "2", "--throughput-docs", "5000"], signal.SIGTERM, 128 + 15),
+    (BUSY + ["--threads", "2", "--throughput-docs", "5000"], signal.SIGKILL, -9),
 ])
 def test_killed_bench_leaves_no_process(tmp_path, flags, sig, code):
     """The bench stopped by SIGTERM stops what it started (the original, the

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from microgpt_fast import kernels
-from microgpt_fast.config import GPTConfig, init_params, param_layout
+from microgpt_fast.config import Adam, GPTConfig, init_params, param_layout
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import load_kernel, resolve_threads
 
@@ -122,6 +122,48 @@ def test_more_threads_give_identical_bits(names_ds, monkeypatch, threads, batch)
     assert loss1 == loss_many and np.array_equal(grad1, grad_many)
 
 
+@pytest.mark.parametrize("threads, segment", [(2, 1), (2, 3), (3, 2)])
+def test_segments_on_changing_thread_counts_give_identical_bits(names_ds, monkeypatch, threads,
+                                                                 segment):
+    """The adaptive thread count moves a call's steps between counts from segment
+    to segment; forced to take every count from `threads` down to 1 in turn, every
+    `segment` steps and across calls, training gives the bits of one thread
+    (clipping and weight decay on: their sums too)."""
+    kernel = KERNELS[-1]
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    monkeypatch.setattr(kernels, "cpu_count", lambda: 16)
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2, n_layer=2)
+    adam = Adam(weight_decay=0.1, grad_clip=0.5)
+    runs = []
+    for t in (1, threads):
+        model = CompiledGPT(cfg, init_params(cfg, random.Random(5)), "float32", threads=t,
+                            batch_size=7, kernel=kernel)
+        model.engine.force_segments(segment)
+        losses = np.concatenate([model.train(names_ds, 0, 11, 24, adam),
+                                 model.train(names_ds, 11, 13, 24, adam)])
+        runs.append((model, losses))
+    (one, losses1), (moving, losses_moving) = runs
+    assert_same_run(one, losses1, moving, losses_moving)
+    used = moving.engine.thread_use()
+    assert used["adaptive"] and sorted(used["steps"]) == list(range(1, threads + 1))
+    assert sum(used["steps"].values()) == 24
+    assert one.engine.thread_use() == {"adaptive": False, "steps": {}, "now": 1}
+
+
+def test_adapt_threads_off_keeps_every_thread(names_ds):
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2)
+    params = init_params(cfg, random.Random(0))
+    fixed = CompiledGPT(cfg, params, threads=2, batch_size=4, adapt_threads=False)
+    fixed.train(names_ds, 0, 5, 5)
+    assert fixed.engine.thread_use() == {"adaptive": False, "steps": {}, "now": fixed.threads}
+    adapting = CompiledGPT(cfg, params, threads=2, batch_size=4)
+    adapting.train(names_ds, 0, 5, 5)
+    use = adapting.engine.thread_use()
+    assert use["adaptive"] == (adapting.threads == 2)
+    assert sum(use["steps"].values()) == (5 if adapting.threads == 2 else 0)
+
+
 FEWER_THREADS_SCRIPT = """
 import random, sys
 import numpy as np
@@ -170,12 +212,13 @@ def test_loss_and_grad_thread_independent(names_ds, kernel):
 @needs_two_cores
 def test_omp_num_threads_does_not_change_cli_results(tmp_path):
     args = ["--steps", "30", "--batch-size", "8", "--num-samples", "3", "--json", "-"]
-    records = [json.loads(run_cli(args, cwd=tmp_path,
+    records = [json.loads(run_cli(args + flags, cwd=tmp_path,
                                   env=cli_env(OMP_NUM_THREADS=str(n))).stdout)
-               for n in (1, 2)]
-    assert [r["threads"] for r in records] == [1, 2]
-    assert records[0]["losses"] == records[1]["losses"]
-    assert records[0]["samples"] == records[1]["samples"]
+               for n, flags in ((1, []), (2, []), (2, ["--adapt-threads", "off"]))]
+    assert [r["threads"] for r in records] == [1, 2, 2]
+    for r in records[1:]:
+        assert records[0]["losses"] == r["losses"]
+        assert records[0]["samples"] == r["samples"]
 
 
 def test_threads_never_exceed_documents_of_a_step():

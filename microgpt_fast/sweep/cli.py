@@ -50,7 +50,7 @@ def build_parser() -> Parser:
                    help="worker processes (default: one per core)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="send the runs to this Dask scheduler (needs dask[distributed])")
-    add_config_flags(p, RunOptions, skip=("engine", "threads"))
+    add_config_flags(p, RunOptions, skip=("engine", "threads", "adapt_threads"))
     # every setting, for every run: the fields a sweep can vary
     add_config_flags(p, GPTConfig, skip=("vocab_size",), note="; the same in every run")
     add_config_flags(p, TrainConfig, note="; the same in every run")
