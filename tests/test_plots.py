@@ -22,9 +22,9 @@ def sweep_results():
     runs = []
     for i, (rate, loss) in enumerate([(0.001, 2.6), (0.01, 2.3), (0.01, 2.4), (0.1, 2.9)]):
         runs.append({"id": i, "setting": {"learning_rate": rate, "dtype": "float64"},
-                     "seed": i, "status": "ok", "final_loss": loss, "val_loss": None,
+                     "seed": i, "status": "ok", "tail_loss": loss, "val_loss": None,
                      "steps": 10, "seconds": 0.01, "error": None})
-    runs.append({**runs[0], "id": 4, "status": "diverged", "final_loss": None})
+    runs.append({**runs[0], "id": 4, "status": "diverged", "tail_loss": None})
     return runs
 
 
