@@ -26,10 +26,11 @@ def pyplot(flag: str):
     return plt
 
 
-def _save(plt, fig, path: str) -> None:
-    """Lay out, write the PNG and close the figure, written or not."""
+def _save(plt, fig, path: str, rect=(0, 0, 1, 1)) -> None:
+    """Lay out (in rect, a fraction of the figure), write the PNG and close the
+    figure, written or not."""
     try:
-        fig.tight_layout()
+        fig.tight_layout(rect=rect)
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
@@ -114,9 +115,13 @@ def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()
         order = sorted(set(xs_all), key=lambda x: (isinstance(x, str), x))
         place = {x: i for i, x in enumerate(order)} if categorical else {x: x for x in order}
         handles = []
-        for i, (key, runs) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+        ordered = sorted(groups.items(), key=lambda kv: str(kv[0]))
+        for i, (key, runs) in enumerate(ordered):
             colour = colours[i % len(colours)]
-            xs = [place[_axis_value(r["setting"][name])] for r in runs]
+            # side by side within a category, so that the groups' bars do not overlap
+            dodge = (i - (len(ordered) - 1) / 2) * min(0.15, 0.6 / len(ordered))
+            xs = [place[_axis_value(r["setting"][name])] + (dodge if categorical else 0)
+                  for r in runs]
             ys = [r[loss_key] for r in runs]
             ax.plot(xs, ys, "o", color=colour, alpha=0.35, markersize=4)
             by_x: dict = {}
@@ -129,9 +134,10 @@ def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()
             label = ("every setting of " + ", ".join(others) + " pooled" if pooled and others
                      else ", ".join(f"{f}={v}" for f, v in zip(others, key)) or "mean")
             handles.append(Line2D([], [], color=colour, linewidth=1.8, label=label))
-        handles += [Line2D([], [], color="black", linewidth=1.8,
+        generic = colours[0] if not others else "black"
+        handles += [Line2D([], [], color=generic, linewidth=1.8,
                            label="mean over seeds" + (" (bar)" if categorical else " (line)")),
-                    Line2D([], [], color="black", marker="o", linestyle="", alpha=0.35,
+                    Line2D([], [], color=generic, marker="o", linestyle="", alpha=0.35,
                            markersize=4, label="one run (seed)")]
         if not others:  # one line: the generic entries say it all
             handles = handles[-2:]
@@ -139,14 +145,19 @@ def plot_sweep(path: str, results: list[dict], fields_: list[str], log_fields=()
             ax.set_xticks(range(len(order)), [str(x) for x in order])
             ax.set_xlim(-0.5, len(order) - 0.5)
         else:
-            if name in log_fields or log_spaced(order):
+            from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+            log = name in log_fields or log_spaced(order)
+            if log:
                 ax.set_xscale("log")
-            ax.minorticks_off()
             integers = all(isinstance(x, int) for x in order)
-            if len(order) <= 10:  # a grid: a tick at each value swept
+            if len(order) <= 10:  # a grid: a tick at each value swept, and only there
                 ax.set_xticks(order, [str(x) if integers else f"{x:g}" for x in order])
+                ax.xaxis.set_minor_locator(NullLocator())
+            elif log:  # draws: ticks at 1, 2 and 5 of each decade, written plainly
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_locator(NullLocator())
             elif integers:
-                from matplotlib.ticker import MaxNLocator
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(name)
         ax.set_ylabel("validation loss" if use_val
@@ -215,17 +226,13 @@ def plot_bench(path: str, rows: list) -> None:
         ax.grid(True, which="both", alpha=0.3)
     batch = next((r.batch for r in rows if r.batch > 1), None)
     dtype = next((r.dtype for r in rows if r.batch > 1), "float32")
-    ax1.set_title(f"throughput mode ({dtype}, batch {batch}): lines" if batch else
-                  "exact mode", fontsize=10)
-    ax2.set_title("stars: the exact mode (the original's run)", fontsize=10)
+    modes = ([f"lines: throughput mode ({dtype}, batch {batch})"] if batch else []) + (
+        ["stars: exact mode (float64, batch 1, the original's run)"] if exact else [])
     # the legend below the panels, where it hides no point
     handles, labels = ax1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))),
                fontsize=8, frameon=False)
-    fig.suptitle("microgpt_fast: time per document by kernel variant and threads")
+    fig.suptitle("microgpt_fast bench: time per document by kernel variant and threads\n"
+                 + "; ".join(modes), fontsize=11)
     rows_of_legend = -(-len(labels) // 3)
-    fig.tight_layout(rect=(0, min(0.5, 0.05 + 0.045 * rows_of_legend), 1, 1))
-    try:
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
+    _save(plt, fig, path, rect=(0, min(0.5, 0.05 + 0.045 * rows_of_legend), 1, 1))

@@ -56,7 +56,7 @@ def rate_text(tokens_per_second: float) -> str:
     if tokens_per_second >= 1e6:
         return f"{tokens_per_second / 1e6:.2f} M tokens/s"
     if tokens_per_second >= 1e3:
-        return f"{tokens_per_second / 1e3:.2f} k tokens/s"
+        return f"{tokens_per_second / 1e3:.1f} k tokens/s"
     return f"{tokens_per_second:.1f} tokens/s"
 
 
@@ -64,8 +64,9 @@ def loss_plot_title(trainer: Trainer) -> str:
     """What the loss plot shows: the data, the model's size and shape, how it trained."""
     cfg, tc = trainer.config, trainer.train_config
     layers = f"{cfg.n_layer} layer" + ("s" if cfg.n_layer > 1 else "")
-    return (f"{os.path.basename(trainer.data)} ({tc.data_format}): {cfg.num_params:,} "
-            f"parameters, n_embd {cfg.n_embd}, {layers}, block {cfg.block_size}; "
+    return (f"training loss: {os.path.basename(trainer.data)} ({tc.data_format}), "
+            f"{cfg.num_params:,} parameters\n"
+            f"n_embd {cfg.n_embd}, {layers}, block {cfg.block_size}; "
             f"{trainer.dtype}, batch {tc.batch_size}")
 
 
