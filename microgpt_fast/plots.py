@@ -205,7 +205,7 @@ def plot_bench(path: str, rows: list) -> None:
         style = dict(color=colour[engine], linestyle=THREAD_STYLES.get(threads, (0, (6, 2, 1, 2))),
                      marker="o" if n_layer == 1 else "s", markersize=4, label=label)
         ax1.plot([r.n_embd for r in rs], [r.us_per_doc for r in rs], **style)
-        ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], **style)
+        ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], **style)  # NaN: a gap
     for engine, rs in exact.items():
         star = dict(color=colour[engine], marker="*", markersize=12, linestyle="",
                     markeredgecolor="black", markeredgewidth=0.5,
@@ -213,10 +213,18 @@ def plot_bench(path: str, rows: list) -> None:
         ax1.plot([r.n_embd for r in rs], [r.us_per_doc for r in rs], **star)
         ax2.plot([r.n_embd for r in rs], [r.speedup_doc for r in rs], **star)
     widths = sorted({r.n_embd for r in rows if r.engine in colour})
+    # without the reference (--reference-steps 0) there is no speedup to draw
+    timed_reference = any(r.engine == "reference" for r in rows)
     for ax, what in ((ax1, "microseconds per document (lower is faster)"),
                      (ax2, "speedup per document over the reference")):
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if ax is ax1 or timed_reference:
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no speedup: the reference was not timed\n"
+                    "(--reference-steps 0)", ha="center", va="center",
+                    transform=ax.transAxes, color="dimgray")
+            ax.set_yticks([])
         ax.minorticks_off()
         if widths:
             ax.set_xticks(widths, [str(w) for w in widths])

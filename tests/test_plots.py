@@ -131,3 +131,15 @@ def test_loss_plot_title_names_the_data_and_the_model():
     # the original's model: 4,192 parameters (its own printout)
     assert title.startswith("training loss: names (lines), 4,192 parameters")
     assert "n_embd 16, 1 layer, block 16; float64, batch 1" in title
+
+
+def test_bench_plot_without_the_reference(kept_figure):
+    """--reference-steps 0: no speedups (NaN), so the right panel says why it is
+    empty instead of failing on a log scale of nothing."""
+    rows = [r for r in bench_rows() if r.engine != "reference"]
+    for r in rows:
+        r.speedup_step = r.speedup_doc = float("nan")
+    plots.plot_bench("unused.png", rows)
+    right = kept_figure[0].axes[1]
+    assert right.get_yscale() == "linear"
+    assert "reference was not timed" in " ".join(t.get_text() for t in right.texts)
