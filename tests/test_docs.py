@@ -37,9 +37,9 @@ whole takes seconds, each command line is rewritten first:
 - sweep: --steps at most 12, --repeat 1, --random at most 2, the first two
   values of each --grid; with --data, --val-fraction 0.01 (each run evaluates
   all its held-out text).
-- bench: --steps 20, --repeats 1, --reference-steps 0, --peak-size 128,
-  --big-steps 1, --original-steps 3, --throughput-docs 32 and --batch-size at
-  most 16; --original PATH
+- bench: --n-embd 16 (one width), --steps 20, --repeats 1, --reference-steps 0,
+  --peak-size 128, --big-steps 1, --original-steps 3, --throughput-docs 32 and
+  --batch-size at most 16; --original PATH
   runs tests/data/fake_microgpt.py (a stand-in that prints the original's
   lines) copied to PATH. A --breakdown command runs only where the profiling
   builds exist (it is skipped otherwise, and says so).
@@ -138,7 +138,12 @@ def rewrite(words: list[str], folder: Path) -> list[str] | None:
     i = 0
     while i < len(args):
         flag = args[i]
-        if command == "bench" and flag in BENCH_SET:
+        if command == "bench" and flag == "--n-embd":
+            out += [flag, "16"]
+            i += 1
+            while i < len(args) and not args[i].startswith("--"):
+                i += 1
+        elif command == "bench" and flag in BENCH_SET:
             out += [flag, BENCH_SET[flag]]
             i += 2
         elif command == "bench" and flag == "--original":
@@ -284,7 +289,7 @@ def test_console_scripts_call_the_commands():
      "-m microgpt_fast.train --engine reference --steps 3 --max-len 40"),
     ("python -m microgpt_fast.train --preset nanogpt --steps 2000",
      "-m microgpt_fast.train --preset nanogpt --steps 6 --warmup-steps 1 --max-len 40"),
-    ("python -m microgpt_fast.bench --n-embd 16 --reference-steps 40 --batch-size 64",
+    ("python -m microgpt_fast.bench --n-embd 64 128 --reference-steps 40 --batch-size 64",
      "-m microgpt_fast.bench --n-embd 16 --reference-steps 0 --batch-size 16 --steps 20 "
      "--repeats 1 --peak-size 128 --big-steps 1 --original-steps 3 --throughput-docs 32"),
 ])
