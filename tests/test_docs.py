@@ -43,6 +43,9 @@ whole takes seconds, each command line is rewritten first:
   runs tests/data/fake_microgpt.py (a stand-in that prints the original's
   lines) copied to PATH. A --breakdown command runs only where the profiling
   builds exist (it is skipped otherwise, and says so).
+- Without matplotlib (an install without the plot extra, as .ci/run's),
+  --plot PATH and --plot-loss PATH are left out: the figures' own tests skip
+  there too.
 - Files a reader supplies are made in the folder first: my_notes.txt (a few
   lines of prose).
 """
@@ -50,6 +53,7 @@ whole takes seconds, each command line is rewritten first:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import re
 import shlex
 import shutil
@@ -66,6 +70,7 @@ from helpers import KERNELS, REPO_ROOT, cli_env
 DOCS = [REPO_ROOT / "README.md"] + sorted((REPO_ROOT / "docs").glob("*.md"))
 TAGS = {"sh", "sh norun", "console", "text", "python"}
 TIMEOUT_S = 120  # per command; each takes about a second here
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 FAKE_ORIGINAL = REPO_ROOT / "tests" / "data" / "fake_microgpt.py"
 NOTES = ("Dear diary, today the model learned to spell.\n"
          "It still rhymes badly, but it rhymes.\n") * 40
@@ -138,7 +143,9 @@ def rewrite(words: list[str], folder: Path) -> list[str] | None:
     i = 0
     while i < len(args):
         flag = args[i]
-        if command == "bench" and flag == "--n-embd":
+        if flag in ("--plot", "--plot-loss") and not HAVE_MATPLOTLIB:
+            i += 2
+        elif command == "bench" and flag == "--n-embd":
             out += [flag, "16"]
             i += 1
             while i < len(args) and not args[i].startswith("--"):
@@ -301,3 +308,10 @@ def test_rewrite_leaves_out_installs_and_the_suite(tmp_path):
     for words in ("pip install -e .", "MICROGPT_FAST_PROFILE=1 pip install -e .",
                   "pytest bench/ --benchmark-only"):
         assert rewrite(shlex.split(words), tmp_path) is None
+
+
+def test_rewrite_without_matplotlib_leaves_out_the_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "HAVE_MATPLOTLIB", False)
+    words = rewrite(shlex.split("python -m microgpt_fast.sweep --grid n_embd=8 --plot s.png"),
+                    tmp_path)
+    assert shlex.join(words[1:]) == "-m microgpt_fast.sweep --grid n_embd=8"
