@@ -13,7 +13,8 @@
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
 --repeats runs. The machine's peak is a large numpy float32 matrix product
-with the same thread count, measured in the same run.
+with the same thread count, measured in the same run (the best of 5 after a
+warm-up). A row whose repeats differ by more than 20% is flagged: a busy machine.
 
 FLOP count (analytic, per document of n trained positions, one layer of
 width C, F = 4C, vocabulary V):
@@ -72,7 +73,7 @@ from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
                       load_kernel, profiling_built)
 from .paths import check_output
-from .peak import peak_gflops
+from .peak import peak_measurement
 from .plots import plot_bench, pyplot
 from .reference import ReferenceGPT
 
@@ -97,6 +98,12 @@ class Row:
     speedup_original: float = math.nan  # original us/step / us/step (exact mode, --original)
     busy: bool = False   # timed beside a CPU-bound competitor process (--busy)
     auto: bool = False   # the engine adapted its thread count, up to `threads` (--busy)
+    spread: float = 0.0  # (slowest - fastest) / fastest over the timed repeats
+
+
+# repeats that differ by more than this were disturbed (a busy machine): the
+# table flags their row, and the peak line its thread count
+SPREAD_FLAG = 0.2
 
 
 def train_flops(cfg: GPTConfig, n: int) -> float:
@@ -124,7 +131,8 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
     on `threads` threads, or adapting their count when `adapt` (CompiledGPT's
     adapt_threads, its default).
 
-    Returns (median seconds, the model of the last run)."""
+    Returns (median seconds, the model of the last run, the spread of the runs:
+    (slowest - fastest) / fastest)."""
     params = init_params(cfg, random.Random(0))
     times = []
     for r in range(repeats + 1):
@@ -133,7 +141,7 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
         model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
         if r > 0:  # run 0 warms caches, pages and the thread pool
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), model
+    return statistics.median(times), model, (max(times) - min(times)) / min(times)
 
 
 # the original's progress line: print(f"step {step+1:4d} / {num_steps:4d} | loss ...",
@@ -353,7 +361,9 @@ def speedup_text(x: float) -> str:
 
 
 def print_table(rows: list[Row], out=sys.stdout) -> None:
-    """One line per row; the x/orig column only when some row has it (--original)."""
+    """One line per row; the x/orig column only when some row has it (--original);
+    a row whose repeats spread by more than SPREAD_FLAG ends in a flag, explained
+    under the table."""
     with_original = any(not math.isnan(r.speedup_original) for r in rows)
     width = max([10] + [len(r.engine) + 5 * r.busy + 5 * r.auto for r in rows])
     head = (f"{'engine':<{width}} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
@@ -367,7 +377,12 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               f"{r.n_layer:>2} {r.us_per_step:>11.1f} {r.us_per_doc:>10.2f} "
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
               f"{speedup_text(r.speedup_step):>9} {speedup_text(r.speedup_doc):>9}"
-              + (f" {speedup_text(r.speedup_original):>9}" if with_original else ""),
+              + (f" {speedup_text(r.speedup_original):>9}" if with_original else "")
+              + (f"  ! spread {100 * r.spread:.0f}%" if r.spread > SPREAD_FLAG else ""),
+              file=out)
+    if any(r.spread > SPREAD_FLAG for r in rows):
+        print(f"! the row's timed repeats differed by more than {100 * SPREAD_FLAG:.0f}% "
+              f"(slowest against fastest): the machine was busy; compare it with care",
               file=out)
 
 
@@ -444,15 +459,22 @@ def run(args, out=None) -> dict:
     if args.breakdown and not profiling_built(variants):
         raise KernelError(f"--breakdown needs the profiling builds, which this install "
                           f"lacks: {PROFILE_HINT}")
-    threads = sorted(set(args.threads or [1, cpu_count()]))
-    if any(t < 1 for t in threads) or args.repeats < 1 or args.steps < 1 or args.peak_size < 1:
+    asked = sorted(set(args.threads or [1, cpu_count()]))
+    if any(t < 1 for t in asked) or args.repeats < 1 or args.steps < 1 or args.peak_size < 1:
         raise ValueError("threads, repeats, steps and peak size must be >= 1")
-    # numpy's peak for the thread counts that can run: a model never gets more
-    # threads than cores, and BLAS with 64 threads on 2 cores only crawls
-    peaks = {t: peak_gflops(t, args.peak_size)
-             for t in sorted({min(t, cpu_count()) for t in threads} | {1})}
-    print("peak float32 GFLOP/s (numpy matmul): "
-          + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}" for t, p in peaks.items()),
+    # a model never gets more threads than cores: one row per count that can run
+    threads = sorted({min(t, cpu_count()) for t in asked})
+    capped = [t for t in asked if t > cpu_count()]
+    if capped:
+        print(f"threads: {', '.join(map(str, capped))} capped to {cpu_count()}, the cores "
+              f"of this machine", file=out)
+    # numpy's peak for the same thread counts (BLAS with 64 threads on 2 cores only crawls)
+    measured = {t: peak_measurement(t, args.peak_size) for t in sorted(set(threads) | {1})}
+    peaks = {t: p for t, (p, _) in measured.items()}
+    print("peak float32 GFLOP/s (numpy matmul, best of 5 after a warm-up): "
+          + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}"
+                      + (f" (! spread {100 * sp:.0f}%)" if sp > SPREAD_FLAG else "")
+                      for t, (p, sp) in measured.items()),
           file=out)
 
     reference = {}  # n_embd -> (s/step, s/position)
@@ -473,7 +495,7 @@ def run(args, out=None) -> dict:
     rows: list[Row] = []
 
     def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds, first=0,
-                busy=False, auto=False):
+                busy=False, auto=False, spread=0.0):
         positions = data.positions(cfg.block_size, batch, first, steps).tolist()
         flops = sum(train_flops(cfg, n) for n in positions)
         us_step = seconds / steps * 1e6
@@ -481,8 +503,8 @@ def run(args, out=None) -> dict:
         ref_shape = cfg.n_layer == 1 and cfg.block_size == 16
         ref = reference.get(cfg.n_embd) if ref_shape else None
         ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
-        peak = peaks.get(nthreads) or peaks.setdefault(nthreads,
-                                                      peak_gflops(nthreads, args.peak_size))
+        peak = peaks.get(nthreads) or peaks.setdefault(
+            nthreads, peak_measurement(nthreads, args.peak_size)[0])
         gflops = flops / seconds / 1e9
         rows.append(Row(engine, dtype, nthreads, batch, cfg.n_embd, cfg.n_layer, cfg.block_size,
                         steps, us_step, us_doc, len(positions) and sum(positions) / seconds,
@@ -492,7 +514,7 @@ def run(args, out=None) -> dict:
                         # the original runs the exact mode's shape: batch 1, float64, C 16
                         original * 1e6 / us_step if original and batch == 1 and ref_shape
                         and cfg.n_embd == 16 and dtype == "float64" else math.nan,
-                        busy, auto))
+                        busy, auto, spread))
 
     for C, (s_step, s_pos) in reference.items():
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
@@ -506,41 +528,46 @@ def run(args, out=None) -> dict:
     if not args.no_exact:
         cfg = GPTConfig(vocab_size=ds.vocab_size)
         for v in variants:
-            seconds, _ = time_compiled(ds, cfg, load_kernel(v), "float64", 1, 1, args.steps,
-                                       args.repeats, 0.01)
-            add_row(v, cfg, "float64", 1, 1, args.steps, seconds)
+            seconds, _, spread = time_compiled(ds, cfg, load_kernel(v), "float64", 1, 1,
+                                               args.steps, args.repeats, 0.01)
+            add_row(v, cfg, "float64", 1, 1, args.steps, seconds, spread=spread)
     for C in args.n_embd:
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
         steps = max(5, args.throughput_docs * 16 // (C * args.batch_size))
         for v in variants:
             for t in threads:
-                seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
-                                               args.batch_size, steps, args.repeats, 0.01)
-                add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds)
+                seconds, model, spread = time_compiled(ds, cfg, load_kernel(v), args.dtype,
+                                                       t, args.batch_size, steps,
+                                                       args.repeats, 0.01)
+                add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds,
+                        spread=spread)
             if args.busy:
                 # longer runs: the adaptive count settles over its first ~0.1 s
                 busy_steps = BUSY_RUN_LENGTH * steps
                 with competitor():
                     for t, adapt in [(t, False) for t in threads] + [(t, True) for t in threads
                                                                      if t >= 2]:
-                        seconds, model = time_compiled(ds, cfg, load_kernel(v), args.dtype, t,
-                                                       args.batch_size, busy_steps,
-                                                       args.repeats, 0.01, adapt)
+                        seconds, model, spread = time_compiled(
+                            ds, cfg, load_kernel(v), args.dtype, t, args.batch_size,
+                            busy_steps, args.repeats, 0.01, adapt)
                         add_row(v, cfg, args.dtype, model.threads, args.batch_size,
-                                busy_steps, seconds, busy=True, auto=adapt)
+                                busy_steps, seconds, busy=True, auto=adapt, spread=spread)
     if args.big:
         big = load_text(args.big, 64, 42)
         cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)
         for v in variants[-1:]:
             for t in threads:
                 # lr 1e-3: with the original's 0.01 this model diverges (that is the model)
-                seconds, model = time_compiled(big, cfg, load_kernel(v), "float32", t, 32,
-                                               args.big_steps, args.repeats, 1e-3)
-                add_row(v, cfg, "float32", model.threads, 32, args.big_steps, seconds, big)
+                seconds, model, spread = time_compiled(big, cfg, load_kernel(v), "float32", t,
+                                                       32, args.big_steps, args.repeats, 1e-3)
+                add_row(v, cfg, "float32", model.threads, 32, args.big_steps, seconds, big,
+                        spread=spread)
 
     print(file=out)
     print_table(rows, out)
-    result = {"rows": [asdict(r) for r in rows], "peak_gflops": peaks}
+    result = {"rows": [asdict(r) for r in rows], "peak_gflops": peaks,
+              "peak_spread": {t: sp for t, (_, sp) in measured.items()},
+              "threads_capped": capped}
     if original is not None:
         result["original"] = {"path": args.original, "ms_per_step": original * 1e3,
                               "steps": [2, args.original_steps]}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import statistics
 import time
 
 import numpy as np
@@ -62,16 +61,25 @@ def blas_threads(n: int):
             put(old)
 
 
-def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Median GFLOP/s of an (n, n) x (n, n) float32 product on `threads` threads."""
+def peak_measurement(threads: int, n: int = 2048, repeats: int = 5) -> tuple[float, float]:
+    """(GFLOP/s, spread) of an (n, n) x (n, n) float32 product on `threads` threads:
+    the best of `repeats` timed products after a warm-up one, since a peak is what
+    the machine can do and anything slower was slowed by something else; spread is
+    (slowest - fastest) / fastest over the repeats, large on a busy machine."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     with blas_threads(threads):
-        a @ b  # warm-up
+        a @ b  # warm-up: BLAS's thread pool and the pages of its buffers
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             a @ b
             times.append(time.perf_counter() - t0)
-    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+    return 2.0 * n ** 3 / min(times) / 1e9, (max(times) - min(times)) / min(times)
+
+
+def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an (n, n) x (n, n) float32 product on `threads` threads, the best
+    of `repeats` after a warm-up (see peak_measurement)."""
+    return peak_measurement(threads, n, repeats)[0]

@@ -45,9 +45,29 @@ from .paths import check_output
 from .plots import plot_loss, pyplot
 from .progress import Progress
 from .sampling import text_sample_block
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer, TrainingDiverged, tail_loss
 
 ON_RESUME = "; on --resume: the checkpoint's"
+
+
+def rate_text(tokens_per_second: float) -> str:
+    """A training rate in the unit that shows its digits: M, k or plain tokens/s
+    (the compiled engine trains millions a second, the reference tens)."""
+    if tokens_per_second >= 1e6:
+        return f"{tokens_per_second / 1e6:.2f} M tokens/s"
+    if tokens_per_second >= 1e3:
+        return f"{tokens_per_second / 1e3:.1f} k tokens/s"
+    return f"{tokens_per_second:.1f} tokens/s"
+
+
+def loss_plot_title(trainer: Trainer) -> str:
+    """What the loss plot shows: the data, the model's size and shape, how it trained."""
+    cfg, tc = trainer.config, trainer.train_config
+    layers = f"{cfg.n_layer} layer" + ("s" if cfg.n_layer > 1 else "")
+    return (f"training loss: {os.path.basename(trainer.data)} ({tc.data_format}), "
+            f"{cfg.num_params:,} parameters\n"
+            f"n_embd {cfg.n_embd}, {layers}, block {cfg.block_size}; "
+            f"{trainer.dtype}, batch {tc.batch_size}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +298,8 @@ class TrainingRun:
     def finish(self) -> dict:
         args, out, trainer = self.args, self.out, self.trainer
         if args.plot_loss:
-            plot_loss(args.plot_loss, trainer.losses, trainer.val_steps, trainer.val_losses)
+            plot_loss(args.plot_loss, trainer.losses, trainer.val_steps, trainer.val_losses,
+                      title=loss_plot_title(trainer))
         if self.interrupted:
             print(f"interrupted at step {trainer.step} of {self.steps}"
                   + (f"; saved {args.save}" if args.save else ""), file=sys.stderr)
@@ -286,9 +307,10 @@ class TrainingRun:
         if args.save:
             print(f"saved checkpoint {args.save} (step {trainer.step})", file=out)
 
-        what = "text" if trainer.text_mode else "names"
-        print(f"\n--- inference (new, hallucinated {what}) ---", file=out)
         samples = trainer.sample()
+        if samples:  # --num-samples 0: no header over nothing
+            what = "text" if trainer.text_mode else "names"
+            print(f"\n--- inference (new, hallucinated {what}) ---", file=out)
         for i, text in enumerate(samples):
             if trainer.text_mode:
                 print(text_sample_block(i + 1, text), file=out)
@@ -297,13 +319,17 @@ class TrainingRun:
 
         trained = trainer.step - self.first_step
         seconds = trainer.train_seconds
-        us_per_step = seconds / trained * 1e6 if trained else 0.0
-        tokens_per_second = trainer.tokens_trained / seconds if seconds > 0 else float("inf")
+        timed = trained > 0 and seconds > 0  # resuming a finished run trains nothing
+        us_per_step = seconds / trained * 1e6 if timed else None
+        tokens_per_second = trainer.tokens_trained / seconds if timed else None
         where = (f"{trainer.engine}" + (f"/{trainer.kernel}" if trainer.kernel else "")
                  + f", {trainer.dtype}, {trainer.threads} "
                  + ("threads" if trainer.threads > 1 else "thread"))
-        print(f"trained {trained} steps in {seconds:.3f} s ({us_per_step:.1f} us/step, "
-              f"{tokens_per_second / 1e6:.2f} M tokens/s; {where})", file=out)
+        if timed:
+            print(f"trained {trained} steps in {seconds:.3f} s ({us_per_step:.1f} us/step, "
+                  f"{rate_text(tokens_per_second)}; {where})", file=out)
+        else:
+            print(f"trained 0 steps ({where})", file=out)
         losses = trainer.losses
         ds, val = trainer.dataset, trainer.val_dataset
         if trainer.text_mode:
@@ -327,12 +353,14 @@ class TrainingRun:
             "first_step": self.first_step,
             "step": trainer.step,
             "final_loss": float(losses[-1]) if len(losses) else None,
+            "tail_loss": tail_loss(losses),
             "losses": losses.tolist(),
             "val_steps": trainer.val_steps,
             "val_losses": trainer.val_losses,
             "train_seconds": seconds,
             "us_per_step": us_per_step,
-            "us_per_doc": us_per_step / trainer.train_config.batch_size,
+            "us_per_doc": (us_per_step / trainer.train_config.batch_size if timed
+                           else None),
             "tokens_trained": trainer.tokens_trained,
             "tokens_per_second": tokens_per_second,
             "samples": samples,

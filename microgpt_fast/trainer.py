@@ -37,6 +37,15 @@ from .paths import refuse_stdin
 from .reference import ReferenceGPT
 
 
+def tail_loss(losses) -> float | None:
+    """The tail loss: the mean loss of the last tenth of the steps (at least the
+    last step), steadier than the last step's loss alone for ranking runs; None
+    before any step. losses: one float per step."""
+    if not len(losses):
+        return None
+    return float(np.asarray(losses, dtype=np.float64)[-max(1, len(losses) // 10):].mean())
+
+
 class TrainingDiverged(ArithmeticError):
     """Training broke down at (1-based) step `step`: its loss was NaN, infinite
     or above Trainer.loss_limit, or its update made a weight NaN or infinite."""

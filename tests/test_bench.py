@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from microgpt_fast import bench
-from microgpt_fast.kernels import VARIANTS, KernelError, available_kernels, load_kernel
+from microgpt_fast import bench, peak
+from microgpt_fast.kernels import (VARIANTS, KernelError, available_kernels, cpu_count,
+                                   load_kernel)
 
 from helpers import (assert_cli_error, call_main, cli_env, env_without, needs_profiling,
                      run_bench)
@@ -43,6 +45,44 @@ def test_bench_table_json_csv(tmp_path):
     assert exact["us_per_step"] > 0 and exact["speedup_doc"] > 1 and exact["gflops"] > 0
     with open(tmp_path / "b.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
+
+
+def test_threads_past_the_cores_are_capped_and_said(tmp_path):
+    """--threads beyond the cores: one row per count that ran, and a line naming
+    what was capped (instead of rows labelled with the core count twice)."""
+    many = cpu_count() + 1
+    result = run_bench(QUICK + ["--no-exact", "--reference-steps", "0", "--threads", "1",
+                                str(many), "--json", "b.json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"threads: {many} capped to {cpu_count()}" in result.stdout
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert sorted(r["threads"] for r in rows) == sorted({1, cpu_count()})
+
+
+def test_peak_is_the_best_repeat_and_reports_the_spread(monkeypatch):
+    """The peak is what the machine can do: the fastest of the timed products
+    (the warm-up one not counted), with the spread of the rest beside it."""
+    # a start and an end for each timed product: 2, 1, 4, 1.5 and 3 s
+    stamps = iter([0.0, 2.0, 10.0, 11.0, 20.0, 24.0, 30.0, 31.5, 40.0, 43.0])
+    fake_clock = stamps.__next__
+    monkeypatch.setattr(peak.time, "perf_counter", fake_clock)
+    gflops, spread = peak.peak_measurement(1, n=8, repeats=5)
+    assert gflops == pytest.approx(2 * 8 ** 3 / 1.0 / 1e9)
+    assert spread == pytest.approx((4.0 - 1.0) / 1.0)
+
+
+def test_rows_with_a_large_spread_are_flagged():
+    def row(spread):
+        return bench.Row("avx2", "float32", 1, 16, 16, 1, 16, 10, 100.0, 6.25, 1e5, 1.0,
+                         10.0, math.nan, math.nan, spread=spread)
+    out = io.StringIO()
+    bench.print_table([row(0.05), row(0.5)], out)
+    lines = out.getvalue().splitlines()
+    assert "!" not in lines[2] and lines[3].endswith("! spread 50%")
+    assert lines[4].startswith("! ") and "busy" in lines[4]
+    quiet = io.StringIO()
+    bench.print_table([row(0.05)], quiet)
+    assert "!" not in quiet.getvalue()
 
 
 @needs_profiling

@@ -18,7 +18,7 @@ from helpers import DATA_DIR, KERNELS, cli_env, run_cli
 
 HEADER = ["num docs: 32033", "vocab size: 27", "num params: 4192"]
 SUMMARY = re.compile(
-    r"^trained (\d+) steps in \d+\.\d{3} s \(\d+\.\d us/step, \d+\.\d\d M tokens/s; "
+    r"^trained (\d+) steps in \d+\.\d{3} s \(\d+\.\d us/step, \d+\.\d+ (?:M |k |)tokens/s; "
     r"(compiled/(" + "|".join(VARIANTS) + r")|reference), (float64|float32), (\d+) threads?\)$")
 
 
@@ -88,6 +88,8 @@ def test_json_to_stdout(tmp_path):
     assert record["threads"] == 1
     assert len(record["losses"]) == 7
     assert record["final_loss"] == record["losses"][-1]
+    # the tail loss, the sweeps' ranking figure: the mean of the last tenth (here 1 of 7)
+    assert record["tail_loss"] == record["losses"][-1]
     assert len(record["samples"]) == 4 and all(isinstance(s, str) for s in record["samples"])
     assert record["train_seconds"] > 0 and record["tokens_per_second"] > 0
     assert record["us_per_doc"] == pytest.approx(record["us_per_step"])
@@ -136,6 +138,34 @@ def test_reference_engine_matches_compiled(tmp_path):
     assert ref.stdout.splitlines()[:-1] == comp.stdout.splitlines()[:-1]  # samples too
     match = SUMMARY.match(ref.stdout.splitlines()[-1])
     assert match and match.group(2) == "reference"
+    # the reference trains tens of tokens a second: a rate in M tokens/s would read 0.00
+    rate = re.search(r"us/step, (\d+\.\d+) (M |k |)tokens/s", match.group(0))
+    assert float(rate.group(1)) > 0 and rate.group(2) != "M "
+
+
+def test_rate_in_a_unit_that_shows_its_digits():
+    from microgpt_fast.train import rate_text
+    assert rate_text(4.6e5) == "460.0 k tokens/s"
+    assert rate_text(2.5e6) == "2.50 M tokens/s"
+    assert rate_text(68.46) == "68.5 tokens/s"
+
+
+def test_resuming_a_finished_run_prints_no_rate(tmp_path):
+    ok(run_cli(["--steps", "5", "--num-samples", "0", "--save", "done.npz"], cwd=tmp_path))
+    result = ok(run_cli(["--resume", "done.npz", "--num-samples", "0", "--json", "-"],
+                        cwd=tmp_path))
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("trained 0 steps (compiled/"), last
+    assert "inf" not in last and "tokens/s" not in last
+    record = json.loads(result.stdout)  # strict JSON: no Infinity
+    assert record["tokens_per_second"] is None and record["us_per_step"] is None
+
+
+def test_no_samples_no_samples_header(tmp_path):
+    result = ok(run_cli(["--steps", "3", "--num-samples", "0"], cwd=tmp_path))
+    assert "inference" not in result.stdout
+    assert not any(line.startswith("sample ") for line in result.stdout.splitlines())
+    assert SUMMARY.match(result.stdout.splitlines()[-1])
 
 
 FLAGS = ["--data", "--steps", "--batch-size", "--dtype", "--threads", "--n-embd", "--n-head",

@@ -40,7 +40,7 @@ FIXED = {"steps": 60, "seed": 7, "val_fraction": 0.1}
 REPEAT = 2
 SUMMARY = re.compile(r"^(\d+) of (\d+) runs in \d+\.\d s \((\d+) ok, (\d+) failed\)"
                      r"(; interrupted)?$")
-RUN_KEYS = {"id", "seed", "setting", "status", "final_loss", "val_loss", "seconds", "error"}
+RUN_KEYS = {"id", "seed", "setting", "status", "tail_loss", "val_loss", "seconds", "error"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,7 +74,7 @@ def table(stdout: str):
 
 
 def direct_run(setting: dict, seed: int, fixed: dict) -> tuple[float, float | None]:
-    """final_loss (mean of the last tenth of the steps) and val_loss of training
+    """tail_loss (mean of the last tenth of the steps) and val_loss of training
     the setting in this process."""
     values = {**fixed, **setting, "seed": seed}
     model = {k: v for k, v in values.items() if k in sweep.MODEL_FIELDS}
@@ -103,7 +103,7 @@ def test_local_pool_matches_direct_training(local_sweep):
     assert all(r["status"] == "ok" and r["error"] is None for r in results), results
     for r in results:
         final, val = direct_run(r["setting"], r["seed"], FIXED)
-        assert r["final_loss"] == final, (r, final)
+        assert r["tail_loss"] == final, (r, final)
         assert r["val_loss"] == val, (r, val)
         assert r["steps"] == FIXED["steps"]
 
@@ -157,9 +157,9 @@ def test_an_ok_run_always_has_a_float_loss():
                         executor=ReturnsNoLoss())
     assert len(results) == 2
     for r in results:
-        assert r["status"] == "error" and r["final_loss"] is None, r
-        assert r["error"] == "the run reported no final loss"
-    assert all(row["final_loss"] is None for row in sweep.summarize(results))
+        assert r["status"] == "error" and r["tail_loss"] is None, r
+        assert r["error"] == "the run reported no tail loss"
+    assert all(row["tail_loss"] is None for row in sweep.summarize(results))
 
 
 class FakeDaskClient:
@@ -244,7 +244,7 @@ def test_cli_dask_without_distributed_is_one_line_error(tmp_path):
 # ---------------------------------------------------------------------------
 # The command line: failures reported, table, JSON, CSV
 
-# Sorted by final loss these four come out 0.01, 0.03, 0.1, 0.003 (not grid order);
+# Sorted by tail loss these four come out 0.01, 0.03, 0.1, 0.003 (not grid order);
 # 1e300 diverges in float64 and n_head=3 does not divide n_embd=16.
 FAIL_ARGS = ["--grid", "learning_rate=0.003,0.01,0.03,0.1,1e300", "--grid", "n_head=4,3",
              "--repeat", "2", "--steps", "40", "--workers", "2"]
@@ -272,9 +272,9 @@ def test_failing_runs_are_reported_not_fatal(failing_cli):
             assert r["error"] and "step" in r["error"], r
         else:
             assert r["status"] == "ok" and r["error"] is None, r
-            assert math.isfinite(r["final_loss"])
+            assert math.isfinite(r["tail_loss"])
         if r["status"] != "ok":
-            assert r["final_loss"] is None and r["val_loss"] is None
+            assert r["tail_loss"] is None and r["val_loss"] is None
     # the table lists each failure in its note column, failed settings last
     header, rows, summary = table(result.stdout)
     assert header[-1] == "note"
@@ -289,14 +289,14 @@ def test_failing_runs_are_reported_not_fatal(failing_cli):
     assert match and match.groups() == ("20", "20", "8", "12", None), summary
 
 
-def test_table_sorted_by_final_loss_without_validation(failing_cli):
+def test_table_sorted_by_tail_loss_without_validation(failing_cli):
     result, record, _ = failing_cli
     _, rows, _ = table(result.stdout)
     lrs = [float(row[1]) for row in rows[:4]]
     assert lrs == [0.01, 0.03, 0.1, 0.003]
-    finals = [s["final_loss"] for s in record["settings"][:4]]
+    finals = [s["tail_loss"] for s in record["settings"][:4]]
     assert finals == sorted(finals)
-    assert all(s["final_loss"] is None for s in record["settings"][4:])
+    assert all(s["tail_loss"] is None for s in record["settings"][4:])
 
 
 def check_summary_matches_runs(result, record, loss_keys):
@@ -317,15 +317,34 @@ def check_summary_matches_runs(result, record, loss_keys):
                 assert summary[key] is None and row[header.index(column)] == "-"
                 continue
             mean = statistics.fmean(values)
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
             assert summary[key] == pytest.approx(mean, rel=1e-12, abs=1e-15)
+            if len(values) < 2:  # one seed has no spread to show
+                assert summary[key + "_sd"] is None
+                assert row[header.index(column)] == f"{mean:.4f}"
+                continue
+            sd = statistics.stdev(values)
             assert summary[key + "_sd"] == pytest.approx(sd, rel=1e-9, abs=1e-15)
             assert row[header.index(column)] == f"{mean:.4f} ± {sd:.4f}"
 
 
+def test_one_seed_shows_no_spread():
+    """A spread needs two seeds: one seed's row shows its loss alone, not ± 0."""
+    def run(i, seed, loss):
+        return {"id": i, "setting": {"n_embd": 8 * (1 + (i > 0))}, "seed": seed,
+                "status": "ok", "tail_loss": loss, "val_loss": None, "seconds": 0.1,
+                "error": None}
+    rows = sweep.summarize([run(0, 42, 2.5), run(1, 42, 2.25), run(2, 43, 2.75)])
+    one, two = (next(r for r in rows if r["setting"]["n_embd"] == n) for n in (8, 16))
+    assert one["tail_loss"] == 2.5 and one["tail_loss_sd"] is None
+    assert two["tail_loss"] == 2.5 and two["tail_loss_sd"] == pytest.approx(0.25 * 2 ** 0.5)
+    lines = {ln.split()[1]: ln for ln in sweep.format_table(rows, ["n_embd"]).splitlines()[2:]}
+    assert "2.5000" in lines["8"] and "±" not in lines["8"]
+    assert "2.5000 ± 0.3536" in lines["16"]
+
+
 def test_mean_and_spread_match_runs(failing_cli):
     result, record, _ = failing_cli
-    check_summary_matches_runs(result, record, [("final_loss", "final loss")])
+    check_summary_matches_runs(result, record, [("tail_loss", "tail loss")])
 
 
 def test_json_holds_every_run(failing_cli):
@@ -343,7 +362,7 @@ def test_json_holds_every_run(failing_cli):
     assert len(points) == 20
     assert len(record["settings"]) == 10
     for s in record["settings"]:
-        assert {"setting", "runs", "ok", "final_loss", "final_loss_sd", "val_loss",
+        assert {"setting", "runs", "ok", "tail_loss", "tail_loss_sd", "val_loss",
                 "val_loss_sd", "seconds_per_run", "failure"} <= set(s)
 
 
@@ -351,7 +370,7 @@ def test_csv_one_row_per_run(failing_cli):
     _, record, csv_path = failing_cli
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["id", "seed", "learning_rate", "n_head", "status", "final_loss",
+    assert rows[0] == ["id", "seed", "learning_rate", "n_head", "status", "tail_loss",
                        "val_loss", "seconds", "error"]
     assert len(rows) == 1 + len(record["runs"])
     for row, run in zip(rows[1:], record["runs"]):
@@ -359,14 +378,14 @@ def test_csv_one_row_per_run(failing_cli):
         assert float(row[2]) == run["setting"]["learning_rate"]
         assert int(row[3]) == run["setting"]["n_head"]
         assert row[4] == run["status"]
-        assert row[5] == ("" if run["final_loss"] is None else repr(run["final_loss"]))
+        assert row[5] == ("" if run["tail_loss"] is None else repr(run["tail_loss"]))
         assert row[6] == ""
         assert row[8] == (run["error"] or "")
 
 
 def test_table_sorted_by_validation_loss(tmp_path):
     """With a validation split the rank follows val loss, which here orders the
-    settings differently from final loss."""
+    settings differently from tail loss."""
     result = ok(run_sweep(["--grid", "learning_rate=0.003,0.01,0.03,0.1", "--repeat", "2",
                                "--steps", "40", "--val-fraction", "0.2", "--workers", "2",
                                "--json", "b.json"], cwd=tmp_path))
@@ -374,12 +393,12 @@ def test_table_sorted_by_validation_loss(tmp_path):
     settings = record["settings"]
     vals = [s["val_loss"] for s in settings]
     assert vals == sorted(vals)
-    finals = [s["final_loss"] for s in settings]
+    finals = [s["tail_loss"] for s in settings]
     assert finals != sorted(finals)  # else this test could not tell the two orders apart
     _, rows, summary = table(result.stdout)
     assert [float(row[1]) for row in rows] == [s["setting"]["learning_rate"] for s in settings]
     assert all(r["status"] == "ok" and r["val_loss"] is not None for r in record["runs"])
-    check_summary_matches_runs(result, record, [("final_loss", "final loss"),
+    check_summary_matches_runs(result, record, [("tail_loss", "tail loss"),
                                                 ("val_loss", "val loss")])
     assert SUMMARY.match(summary).groups() == ("8", "8", "8", "0", None)
     # stderr on a pipe: no live progress line (its tty counterpart is below)
@@ -395,7 +414,7 @@ def test_script_without_main_guard(tmp_path):
         "results = sweep.run({'learning_rate': [0.003, 0.01, 0.03]}, repeat=3,"
         " fixed={'steps': 50})\n"
         "for row in sweep.summarize(results):\n"
-        "    print(row['setting'], row['final_loss'], row['final_loss_sd'])\n")
+        "    print(row['setting'], row['tail_loss'], row['tail_loss_sd'])\n")
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=cli_env(),
                             capture_output=True, text=True, timeout=60)
     ok(result)
@@ -700,8 +719,8 @@ def test_a_killed_worker_fails_only_its_run(tmp_path):
     assert len(failed) == 1, failed
     assert failed[0]["status"] == "error"
     assert failed[0]["error"] == f"worker process {victim} died (killed by signal 9)"
-    assert failed[0]["final_loss"] is None
-    assert all(isinstance(r["final_loss"], float) for r in runs if r["status"] == "ok")
+    assert failed[0]["tail_loss"] is None
+    assert all(isinstance(r["tail_loss"], float) for r in runs if r["status"] == "ok")
     assert SUMMARY.match(out.splitlines()[-1]).groups() == ("16", "16", "15", "1", None), out
 
 
@@ -737,7 +756,7 @@ def test_signal_stops_at_once_keeps_finished_runs_and_no_workers(tmp_path, signa
     record = json.loads((tmp_path / "i.json").read_text())
     assert record["interrupted"] is True
     assert len(record["runs"]) == done
-    assert all(r["status"] == "ok" and r["final_loss"] is not None for r in record["runs"])
+    assert all(r["status"] == "ok" and r["tail_loss"] is not None for r in record["runs"])
     assert len({r["id"] for r in record["runs"]}) == done
 
 

@@ -373,5 +373,5 @@ def test_sweep_on_shakespeare_runs_text(tmp_path):
                      threads=1)
     losses = direct.train()
     first = next(r for r in runs if r["setting"] == {"learning_rate": 0.01})
-    assert first["final_loss"] == float(losses[-1:].mean())
+    assert first["tail_loss"] == float(losses[-1:].mean())
     assert first["val_loss"] == direct.evaluate()

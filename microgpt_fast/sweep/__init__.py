@@ -13,7 +13,7 @@ the other flags apply to every run.
 
     >>> from microgpt_fast import sweep
     >>> results = sweep.run({"learning_rate": [0.003, 0.01]}, repeat=2)
-    >>> [(r["setting"], r["seed"], r["final_loss"]) for r in results]
+    >>> [(r["setting"], r["seed"], r["tail_loss"]) for r in results]
 
 By default run() starts its own worker processes (python -m
 microgpt_fast.sweep.worker, fresh interpreters that never import the caller's

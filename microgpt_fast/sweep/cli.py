@@ -146,7 +146,7 @@ def command(args, stop: StopSignals | None = None) -> int:
             nonlocal failed, best
             if result["status"] != "ok":
                 failed += 1
-            loss = result["val_loss"] if result["val_loss"] is not None else result["final_loss"]
+            loss = result["val_loss"] if result["val_loss"] is not None else result["tail_loss"]
             if loss is not None and (best is None or loss < best[0]):
                 best = (loss, result["setting"])
             line.show(_progress_text(done, total_, time.perf_counter() - start, failed, best))

@@ -12,8 +12,9 @@ import statistics
 
 def summarize(results: list[dict]) -> list[dict]:
     """One row per setting: runs, failures, mean and spread (sample standard
-    deviation) of final and validation loss over its seeds, and seconds per run;
-    sorted by validation loss where there is one, else by final loss, failed
+    deviation, None with fewer than two ok seeds) of the tail loss (mean loss of
+    the last tenth of the steps) and validation loss over its seeds, and seconds per run;
+    sorted by validation loss where there is one, else by tail loss, failed
     settings last."""
     by_setting = {}
     for r in results:
@@ -27,21 +28,22 @@ def summarize(results: list[dict]) -> list[dict]:
             values = [r[name] for r in ok if r[name] is not None]
             if not values:
                 return None, None
-            return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            # a spread needs two seeds: one would show a misleading ± 0
+            return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
-        final, final_sd = stats("final_loss")
+        final, final_sd = stats("tail_loss")
         val, val_sd = stats("val_loss")
         seconds = [r["seconds"] for r in runs if r["seconds"] is not None]
         failed = [r for r in runs if r["status"] != "ok"]
         rows.append({"setting": runs[0]["setting"], "runs": len(runs), "ok": len(ok),
-                     "final_loss": final, "final_loss_sd": final_sd,
+                     "tail_loss": final, "tail_loss_sd": final_sd,
                      "val_loss": val, "val_loss_sd": val_sd,
                      "seconds_per_run": statistics.fmean(seconds) if seconds else None,
                      "failure": (f"{failed[0]['status']}: {failed[0]['error']}" if failed
                                  else None)})
 
     def order(row):
-        loss = row["val_loss"] if row["val_loss"] is not None else row["final_loss"]
+        loss = row["val_loss"] if row["val_loss"] is not None else row["tail_loss"]
         return (loss is None, loss if loss is not None else 0.0)
 
     return sorted(rows, key=order)
@@ -58,11 +60,11 @@ def format_table(rows: list[dict], fields_: list[str]) -> str:
     def value(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    header = ["rank"] + fields_ + ["runs", "final loss", "val loss", "s/run", "note"]
+    header = ["rank"] + fields_ + ["runs", "tail loss", "val loss", "s/run", "note"]
     lines = []
     for i, row in enumerate(rows):
         lines.append([str(i + 1)] + [value(row["setting"].get(f, "")) for f in fields_]
-                     + [f"{row['ok']}/{row['runs']}", num(row["final_loss"], row["final_loss_sd"]),
+                     + [f"{row['ok']}/{row['runs']}", num(row["tail_loss"], row["tail_loss_sd"]),
                         num(row["val_loss"], row["val_loss_sd"]),
                         "-" if row["seconds_per_run"] is None else f"{row['seconds_per_run']:.3f}",
                         row["failure"] or ""])
@@ -82,11 +84,11 @@ def write_csv(path: str, results: list[dict], fields_: list[str]) -> None:
     """Every run, in id order: id, seed, the swept fields_, status, losses, seconds, error."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "seed"] + fields_ + ["status", "final_loss", "val_loss", "seconds",
+        w.writerow(["id", "seed"] + fields_ + ["status", "tail_loss", "val_loss", "seconds",
                                                "error"])
         for r in sorted(results, key=lambda r: r["id"]):
             w.writerow([r["id"], r["seed"]] + [r["setting"].get(f, "") for f in fields_]
-                       + [r["status"], r["final_loss"], r["val_loss"], r["seconds"],
+                       + [r["status"], r["tail_loss"], r["val_loss"], r["seconds"],
                           r["error"] or ""])
 
 

@@ -4,7 +4,7 @@ A task is {"id", "setting", "seed", "fixed", "data", "kernel"} (data: a bundled
 dataset's name or an absolute path; its format is the data_format field of
 the setting, or of fixed, else the data's own); a result is
 the task's id, setting and seed with status ("ok", "diverged", "error"),
-final_loss, val_loss, steps, seconds and error. Both are plain JSON, so that
+tail_loss, val_loss, steps, seconds and error. Both are plain JSON, so that
 they cross a pipe to a local worker process or the network to a Dask worker.
 """
 
@@ -20,7 +20,7 @@ from ..kernels import KernelError
 def blank_result(task: dict, status: str = "ok", error: str | None = None) -> dict:
     """A run's result before (or without) its numbers."""
     return {"id": task["id"], "setting": task["setting"], "seed": task["seed"],
-            "status": status, "final_loss": None, "val_loss": None, "steps": None,
+            "status": status, "tail_loss": None, "val_loss": None, "steps": None,
             "seconds": None, "error": error}
 
 
@@ -34,11 +34,11 @@ def run_one(task: dict) -> dict:
     """Train one setting with one seed; never raises for a failing run.
 
     Returns the task's id, setting and seed with status ("ok", "diverged",
-    "error"), final_loss (mean loss of the last tenth of the steps), val_loss
+    "error"), tail_loss (mean loss of the last tenth of the steps), val_loss
     (when val_fraction, given or the data format's default, is > 0), seconds
     (wall time of the whole run) and error (a message, or None).
     """
-    from ..trainer import Trainer, TrainingDiverged  # in the worker process
+    from ..trainer import Trainer, TrainingDiverged, tail_loss  # in the worker process
 
     t0 = time.perf_counter()
     values = {**task["fixed"], **task["setting"], "seed": task["seed"]}
@@ -48,7 +48,7 @@ def run_one(task: dict) -> dict:
         trainer = Trainer(config, tc, data=task["data"], kernel=task["kernel"], threads=1)
         losses = trainer.train()
         result["steps"] = len(losses)
-        result["final_loss"] = float(losses[-max(1, len(losses) // 10):].mean())
+        result["tail_loss"] = tail_loss(losses)
         if trainer.val_dataset is not None:  # val_fraction > 0, given or the data's default
             result["val_loss"] = trainer.evaluate()
     except TrainingDiverged as exc:
@@ -61,9 +61,9 @@ def run_one(task: dict) -> dict:
 
 def checked(result, task: dict) -> dict:
     """result, or a failed run of task in its place when result is not one: an
-    "ok" run always has a float final_loss."""
+    "ok" run always has a float tail_loss."""
     if not isinstance(result, dict):
         return blank_result(task, "error", f"not a run's result: {type(result).__name__}")
-    if result.get("status") == "ok" and not isinstance(result.get("final_loss"), float):
-        return {**result, "status": "error", "error": "the run reported no final loss"}
+    if result.get("status") == "ok" and not isinstance(result.get("tail_loss"), float):
+        return {**result, "status": "error", "error": "the run reported no tail loss"}
     return result
