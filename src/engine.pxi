@@ -16,8 +16,9 @@
 #      consecutive documents, balanced by token count, and computes their
 #      forward pass, losses and activation gradients over all its rows at once.
 #   B. Partial gradients. The rows are cut at a document boundary into two
-#      gradient groups; each weight block's gradient over each group's rows is
-#      one product, written to that group's partial gradient buffer.
+#      gradient groups; the gradient over each group's rows of each run of one
+#      matrix's blocks in a thread's share is one product, written to that
+#      group's partial gradient buffer.
 #   C. Adam, block by block, on the sum of the groups' partials (one fused pass).
 #      With gradient clipping on, first each block's sum of squares of that sum
 #      into its own slot, a barrier, and every thread adds the slots in block
