@@ -37,6 +37,9 @@ CASES = [
     (15, 3, 1, 7, 1, "names_ds"),
     (8, 4, 2, 16, 2, "unicode_ds"),
     (14, 2, 1, 6, 3, "names_ds"),
+    # n_embd 32: every weight matrix spans two blocks of the weight phases, whose
+    # gradients one product computes over both (engine.pxi, _product_run)
+    (32, 2, 1, 6, 2, "names_ds"),
     # architecture options (GPTConfig fields), alone and combined
     (6, 3, 2, 5, 3, "names_ds", {"mlp_ratio": 1}),
     (9, 3, 1, 12, 2, "unicode_ds", {"mlp_ratio": 3}),

@@ -27,7 +27,9 @@ def _openmp(kernel: str) -> bool:
 
 def _train(ds, kernel, dtype, threads, batch, steps, cfg):
     params = init_params(cfg, random.Random(123))
-    model = CompiledGPT(cfg, params, dtype, threads=threads, batch_size=batch, kernel=kernel)
+    # a fixed count: these tests compare thread counts, not the adaptive choice
+    model = CompiledGPT(cfg, params, dtype, threads=threads, batch_size=batch, kernel=kernel,
+                        adapt_threads=False)
     losses = model.train(ds, 0, steps, steps)
     return model, losses
 
@@ -162,6 +164,28 @@ def test_adapt_threads_off_keeps_every_thread(names_ds):
     use = adapting.engine.thread_use()
     assert use["adaptive"] == (adapting.threads == 2)
     assert sum(use["steps"].values()) == (5 if adapting.threads == 2 else 0)
+
+
+def test_thread_shares_that_cut_a_matrix_give_identical_bits(names_ds, monkeypatch):
+    """At n_embd 32 each weight matrix spans two blocks; one thread computes a
+    matrix's gradient in one product, while in a team of two threads a share may
+    end inside it: the weights still get the same bits."""
+    kernel = KERNELS[-1]
+    if not _openmp(kernel):
+        pytest.skip(f"kernel {kernel} built without OpenMP")
+    monkeypatch.setattr(kernels, "cpu_count", lambda: 16)
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=32, n_head=2, block_size=8)
+    plan = CompiledGPT(cfg, init_params(cfg, random.Random(0)), threads=3,
+                       batch_size=3).engine.plan(names_ds.starts, np.arange(3))
+    # some thread's share starts inside a matrix (a block that is not its first
+    # rows), else this test proves nothing
+    assert any(0 < k < len(plan["blocks"]) and plan["blocks"][k][3] > 0
+               for shares in plan["team_shares"] for k in shares)
+    for dtype in ("float64", "float32"):
+        one, losses1 = _train(names_ds, kernel, dtype, 1, 3, 5, cfg)
+        many, losses_many = _train(names_ds, kernel, dtype, 3, 3, 5, cfg)
+        assert many.threads == 3
+        assert_same_run(one, losses1, many, losses_many)
 
 
 FEWER_THREADS_SCRIPT = """
