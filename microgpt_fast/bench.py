@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import os
@@ -150,7 +151,7 @@ TORCH_ENGINES = {"torch": False, "torch.compile": True}  # row name -> compiled
 def import_torch_model():
     """microgpt_fast.torch_model, or ValueError (one error line) without PyTorch."""
     try:
-        from . import torch_model
+        torch_model = importlib.import_module("microgpt_fast.torch_model")
     except ImportError as exc:
         raise ValueError(f"--torch needs PyTorch, which is not importable here ({exc}); "
                          "install it with: pip install -e .[torch]") from None
