@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DTYPES, Adam, GPTConfig, decays, norm_names, param_layout
+from .config import DTYPES, Adam, GPTConfig, decays, param_layout
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
