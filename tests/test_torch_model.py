@@ -39,8 +39,8 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o.values()))
-                         or "original")
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in
+                                                             o.items()) or "original")
 def test_loss_and_gradient_match_the_reference(options, unicode_ds):
     """float64 at the initial weights: the loss of a batch of documents of
     different lengths (some cut at the block size) and every matrix's gradient."""
