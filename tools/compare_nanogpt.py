@@ -66,12 +66,10 @@ def main(argv=None) -> int:
                    help="draws of nanoGPT's 20 x 12 validation windows at the end")
     p.add_argument("--eager", action="store_true",
                    help="train the torch model eagerly (default: the step under torch.compile)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="train ours alone: its validation losses and nanoGPT's estimates")
     p.add_argument("--json", help="write the curves and figures here")
     args = p.parse_args(argv)
-
-    import torch
-
-    from microgpt_fast.torch_model import TorchGPT
 
     settings = with_preset("nanogpt", {
         "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "batch_size": 12,
@@ -80,11 +78,19 @@ def main(argv=None) -> int:
     ours = Trainer(cfg, tc, data="shakespeare", threads=args.threads)
     cfg, tc = ours.config, ours.train_config
     train_set, val = ours.dataset, ours.val_dataset
-    theirs = TorchGPT(cfg, ours.model.params.copy(), "float32", args.threads, tc.batch_size,
-                      compiled=not args.eager)
     held_out = val.held_out_windows()
-    print(f"torch {torch.__version__}, {theirs.threads} threads; {cfg.num_params:,} "
-          f"parameters; {held_out.lengths.sum():,} held-out positions", flush=True)
+    if args.no_torch:
+        theirs = None
+        print(f"ours alone; {cfg.num_params:,} parameters; {held_out.lengths.sum():,} "
+              "held-out positions", flush=True)
+    else:
+        import torch
+
+        from microgpt_fast.torch_model import TorchGPT
+        theirs = TorchGPT(cfg, ours.model.params.copy(), "float32", args.threads,
+                          tc.batch_size, compiled=not args.eager)
+        print(f"torch {torch.__version__}, {theirs.threads} threads; {cfg.num_params:,} "
+              f"parameters; {held_out.lengths.sum():,} held-out positions", flush=True)
 
     ours_losses, theirs_losses = [], []
     ours_seconds = theirs_seconds = 0.0
@@ -98,11 +104,14 @@ def main(argv=None) -> int:
         ours_losses += ours.train(n).tolist()
         ours_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
-        theirs_losses += theirs.train(train_set, step, n, tc.steps, tc.adam).tolist()
+        if theirs is not None:
+            theirs_losses += theirs.train(train_set, step, n, tc.steps, tc.adam).tolist()
+        else:  # no torch: its columns repeat ours
+            theirs_losses += ours_losses[-n:]
         theirs_seconds += time.perf_counter() - t0
         step += n
         val_ours = ours.evaluate()
-        val_theirs = mean_loss(theirs, held_out, 64)
+        val_theirs = val_ours if theirs is None else mean_loss(theirs, held_out, 64)
         curve.append((step, val_ours, val_theirs))
         print(f"{step:>5} {np.mean(ours_losses[-n:]):>11.4f} {np.mean(theirs_losses[-n:]):>11.4f} "
               f"{val_ours:>9.4f} {val_theirs:>9.4f}", flush=True)
@@ -111,33 +120,44 @@ def main(argv=None) -> int:
     gap = np.abs(a - b)
     first_apart = {tol: int(np.argmax(gap > tol)) + 1 if (gap > tol).any() else None
                    for tol in (1e-4, 1e-3, 1e-2, 0.05)}
-    print(f"\n(a) step losses: max |ours - torch| over steps 1-50 {gap[:50].max():.2e}, "
-          f"1-200 {gap[:200].max():.2e}, all {gap.max():.2e}")
-    print("    first step apart by more than: "
-          + ", ".join(f"{tol:g}: {s}" for tol, s in first_apart.items()))
-    for lo in range(0, len(a), max(args.eval_every, 1)):
-        hi = min(lo + args.eval_every, len(a))
-        d = a[lo:hi] - b[lo:hi]
-        print(f"    steps {lo + 1:>4}-{hi:<4} mean ours - torch {d.mean():+.4f}, "
-              f"sd {d.std():.4f}")
+    if theirs is not None:
+        print(f"\n(a) step losses: max |ours - torch| over steps 1-50 {gap[:50].max():.2e}, "
+              f"1-200 {gap[:200].max():.2e}, all {gap.max():.2e}")
+        print("    first step apart by more than: "
+              + ", ".join(f"{tol:g}: {s}" for tol, s in first_apart.items()))
+        for lo in range(0, len(a), max(args.eval_every, 1)):
+            hi = min(lo + args.eval_every, len(a))
+            d = a[lo:hi] - b[lo:hi]
+            print(f"    steps {lo + 1:>4}-{hi:<4} mean ours - torch {d.mean():+.4f}, "
+                  f"sd {d.std():.4f}")
 
     rng = np.random.default_rng(0)
     draws = []
     if val is not None:
         for _ in range(args.draws):
             docs = nanogpt_windows(val, rng, 20 * 12)
-            draws.append((mean_loss(ours.model, docs, tc.batch_size),
-                          mean_loss(theirs, docs, 64)))
+            mine = mean_loss(ours.model, docs, tc.batch_size)
+            draws.append((mine, mine if theirs is None else mean_loss(theirs, docs, 64)))
     d = np.array(draws)
-    print(f"\n(b) final validation loss, all held-out positions: ours {curve[-1][1]:.4f}, "
-          f"torch {curve[-1][2]:.4f}")
+    print(f"\n(b) final validation loss, all held-out positions: ours {curve[-1][1]:.4f}"
+          + ("" if theirs is None else f", torch {curve[-1][2]:.4f}"))
     print(f"    nanoGPT's estimate (20 batches of 12 x 64), {args.draws} draws:")
     print(f"      ours:  mean {d[:, 0].mean():.4f}, sd {d[:, 0].std(ddof=1):.4f}, "
           f"min {d[:, 0].min():.4f}, max {d[:, 0].max():.4f}")
-    print(f"      torch: mean {d[:, 1].mean():.4f}, sd {d[:, 1].std(ddof=1):.4f}, "
-          f"min {d[:, 1].min():.4f}, max {d[:, 1].max():.4f}")
-    print("      each draw (ours, torch): "
-          + ", ".join(f"({x:.3f}, {y:.3f})" for x, y in draws))
+    if theirs is not None:
+        print(f"      torch: mean {d[:, 1].mean():.4f}, sd {d[:, 1].std(ddof=1):.4f}, "
+              f"min {d[:, 1].min():.4f}, max {d[:, 1].max():.4f}")
+    print("      each draw: " + ", ".join(f"{x:.3f}" for x, _ in draws) if theirs is None else
+          "      each draw (ours, torch): " + ", ".join(f"({x:.3f}, {y:.3f})" for x, y in draws))
+    if theirs is None:
+        print(f"\n(c) training time, {args.threads} threads, evaluation excluded: ours "
+              f"{ours_seconds:.1f} s")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"ours_losses": ours_losses, "val": [v[:2] for v in curve],
+                           "nanogpt_estimates": [d[0] for d in draws],
+                           "ours_seconds": ours_seconds, "threads": args.threads}, f, indent=1)
+        return 0
     compile_note = (f" (its first step, compilation included, {theirs.compile_seconds:.1f} s)"
                     if theirs.compile_seconds is not None else "")
     print(f"\n(c) training time, {args.threads} threads, evaluation excluded: ours "
