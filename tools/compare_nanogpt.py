@@ -128,8 +128,8 @@ def main(argv=None) -> int:
         for lo in range(0, len(a), max(args.eval_every, 1)):
             hi = min(lo + args.eval_every, len(a))
             d = a[lo:hi] - b[lo:hi]
-            print(f"    steps {lo + 1:>4}-{hi:<4} mean ours - torch {d.mean():+.4f}, "
-                  f"sd {d.std():.4f}")
+            print(f"    steps {lo + 1:>4}-{hi:<4} mean ours - torch {d.mean():+.1e}, "
+                  f"sd {d.std():.1e}")
 
     rng = np.random.default_rng(0)
     draws = []
