@@ -7,6 +7,8 @@
     python -m microgpt_fast.bench --big shakespeare   # also the n_embd 256 model, on text windows
     python -m microgpt_fast.bench --data shakespeare  # every mode on windows of 17 characters
     python -m microgpt_fast.bench --original microgpt.py   # also time Karpathy's original
+    python -m microgpt_fast.bench --torch             # also the same model in PyTorch
+                                                      # (pip install -e .[torch])
     python -m microgpt_fast.bench --busy              # also each thread count, fixed and
                                                       # adapting, beside a CPU-bound process
 
@@ -40,12 +42,23 @@ table, `busy` in JSON and CSV). Beside them, each count of 2 or more is timed
 once more with the thread count adapting (CompiledGPT's adapt_threads, the
 default of training; every other row keeps its count fixed): `NAME+busy+auto`,
 `auto` in JSON and CSV.
+
+--torch times the same model in PyTorch (microgpt_fast.torch_model) beside
+each throughput row and the --big row: same initial weights, same documents,
+same dtype, batch and thread count, timed as the compiled rows are (a fresh
+start from the initial weights per run, a warm-up run excluded, the median
+of --repeats). Two rows each: `torch`, eager, and `torch.compile`, the whole
+step (forward, gradient, Adam) compiled as one graph with static padded
+shapes; its compile time, the first call, is reported apart (compile s).
+x/torch on a torch row is its us/doc over ours (the last variant's, same
+shape and threads): how many times faster ours is.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import os
@@ -99,6 +112,8 @@ class Row:
     busy: bool = False   # timed beside a CPU-bound competitor process (--busy)
     auto: bool = False   # the engine adapted its thread count, up to `threads` (--busy)
     spread: float = 0.0  # (slowest - fastest) / fastest over the timed repeats
+    vs_torch: float = math.nan   # a torch row's us/doc / ours (last variant, same shape)
+    compile_s: float = math.nan  # torch.compile rows: seconds of the first call
 
 
 # repeats that differ by more than this were disturbed (a busy machine): the
@@ -142,6 +157,37 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
         if r > 0:  # run 0 warms caches, pages and the thread pool
             times.append(time.perf_counter() - t0)
     return statistics.median(times), model, (max(times) - min(times)) / min(times)
+
+
+TORCH_ENGINES = {"torch": False, "torch.compile": True}  # row name -> compiled
+
+
+def import_torch_model():
+    """microgpt_fast.torch_model, or ValueError (one error line) without PyTorch."""
+    try:
+        torch_model = importlib.import_module("microgpt_fast.torch_model")
+    except ImportError as exc:
+        raise ValueError(f"--torch needs PyTorch, which is not importable here ({exc}); "
+                         "install it with: pip install -e .[torch]") from None
+    return torch_model
+
+
+def time_torch(torch_model, ds, cfg: GPTConfig, dtype: str, threads: int, batch: int,
+               steps: int, repeats: int, lr: float, compiled: bool):
+    """time_compiled's measurement of the PyTorch model: the median seconds of
+    `steps` steps from the initial weights, after one warm-up run (for a
+    compiled step, its compilation). Returns (median seconds, the model)."""
+    params = init_params(cfg, random.Random(0))
+    model = torch_model.TorchGPT(cfg, params, dtype, threads, batch, compiled)
+    start = model.params
+    times = []
+    for r in range(repeats + 1):
+        model.set_state(start)  # each run starts afresh: weights, m = v = 0
+        t0 = time.perf_counter()
+        model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
+        if r > 0:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), model
 
 
 # the original's progress line: print(f"step {step+1:4d} / {num_steps:4d} | loss ...",
@@ -340,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "stop it")
     p.add_argument("--original-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="give up on the original when its step N line has not come by then")
+    p.add_argument("--torch", action="store_true",
+                   help="also time the same model in PyTorch, eager and torch.compile, beside "
+                        "each throughput row and the --big row (needs PyTorch: "
+                        "pip install -e .[torch])")
     p.add_argument("--busy", action="store_true",
                    help="also time each throughput thread count while a CPU-bound process "
                         "the bench starts competes for a core (rows marked +busy), and each "
@@ -361,14 +411,16 @@ def speedup_text(x: float) -> str:
 
 
 def print_table(rows: list[Row], out=sys.stdout) -> None:
-    """One line per row; the x/orig column only when some row has it (--original);
-    a row whose repeats spread by more than SPREAD_FLAG ends in a flag, explained
-    under the table."""
+    """One line per row; the x/orig column only when some row has it (--original),
+    x/torch and compile s only with torch rows (--torch); a row whose repeats
+    spread by more than SPREAD_FLAG ends in a flag, explained under the table."""
     with_original = any(not math.isnan(r.speedup_original) for r in rows)
+    with_torch = any(r.engine in TORCH_ENGINES for r in rows)
     width = max([10] + [len(r.engine) + 5 * r.busy + 5 * r.auto for r in rows])
     head = (f"{'engine':<{width}} {'dtype':<7} {'thr':>3} {'batch':>5} {'C':>4} {'L':>2} "
             f"{'us/step':>11} {'us/doc':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'%peak':>6} "
-            f"{'x/step':>9} {'x/doc':>9}" + (f" {'x/orig':>9}" if with_original else ""))
+            f"{'x/step':>9} {'x/doc':>9}" + (f" {'x/orig':>9}" if with_original else "")
+            + (f" {'x/torch':>8} {'compile s':>9}" if with_torch else ""))
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
@@ -378,6 +430,9 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               f"{r.tokens_per_s:>10.3g} {r.gflops:>8.2f} {r.peak_pct:>6.1f} "
               f"{speedup_text(r.speedup_step):>9} {speedup_text(r.speedup_doc):>9}"
               + (f" {speedup_text(r.speedup_original):>9}" if with_original else "")
+              + (f" {speedup_text(r.vs_torch):>8} "
+                 f"{'' if math.isnan(r.compile_s) else f'{r.compile_s:.1f}':>9}"
+                 if with_torch else "")
               + (f"  ! spread {100 * r.spread:.0f}%" if r.spread > SPREAD_FLAG else ""),
               file=out)
     if any(r.spread > SPREAD_FLAG for r in rows):
@@ -440,6 +495,7 @@ def run(args, out=None) -> dict:
         check_output("--" + flag, getattr(args, flag), image=flag == "plot")
     if args.plot:
         pyplot("--plot")
+    torch_model = import_torch_model() if args.torch else None
     if args.original is not None:
         check_original(args.original)
         if args.data not in (None, "names"):
@@ -495,7 +551,7 @@ def run(args, out=None) -> dict:
     rows: list[Row] = []
 
     def add_row(engine, cfg, dtype, nthreads, batch, steps, seconds, data=ds, first=0,
-                busy=False, auto=False, spread=0.0):
+                busy=False, auto=False, spread=0.0, compile_s=math.nan):
         positions = data.positions(cfg.block_size, batch, first, steps).tolist()
         flops = sum(train_flops(cfg, n) for n in positions)
         us_step = seconds / steps * 1e6
@@ -514,7 +570,18 @@ def run(args, out=None) -> dict:
                         # the original runs the exact mode's shape: batch 1, float64, C 16
                         original * 1e6 / us_step if original and batch == 1 and ref_shape
                         and cfg.n_embd == 16 and dtype == "float64" else math.nan,
-                        busy, auto, spread))
+                        busy, auto, spread, compile_s=compile_s))
+
+    def add_torch_rows(cfg, dtype, nthreads, batch, steps, repeats, lr, data=ds):
+        """The torch and torch.compile rows beside the row just added (ours, the
+        last variant), each with its us/doc over ours."""
+        ours = rows[-1]
+        for engine, compiled in TORCH_ENGINES.items():
+            seconds, model = time_torch(torch_model, data, cfg, dtype, nthreads, batch, steps,
+                                        repeats, lr, compiled)
+            add_row(engine, cfg, dtype, model.threads, batch, steps, seconds, data,
+                    compile_s=model.compile_seconds if compiled else math.nan)
+            rows[-1].vs_torch = rows[-1].us_per_doc / ours.us_per_doc
 
     for C, (s_step, s_pos) in reference.items():
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
@@ -541,6 +608,9 @@ def run(args, out=None) -> dict:
                                                        args.repeats, 0.01)
                 add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds,
                         spread=spread)
+                if torch_model is not None and v == variants[-1]:
+                    add_torch_rows(cfg, args.dtype, model.threads, args.batch_size, steps,
+                                   args.repeats, 0.01)
             if args.busy:
                 # longer runs: the adaptive count settles over its first ~0.1 s
                 busy_steps = BUSY_RUN_LENGTH * steps
@@ -562,6 +632,9 @@ def run(args, out=None) -> dict:
                                                        32, args.big_steps, args.repeats, 1e-3)
                 add_row(v, cfg, "float32", model.threads, 32, args.big_steps, seconds, big,
                         spread=spread)
+                if torch_model is not None:
+                    add_torch_rows(cfg, "float32", model.threads, 32, args.big_steps,
+                                   args.repeats, 1e-3, big)
 
     print(file=out)
     print_table(rows, out)

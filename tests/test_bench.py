@@ -108,6 +108,16 @@ def test_bench_unknown_variant_is_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "unknown kernel" in result.stderr
 
 
+def test_bench_torch_without_torch_is_one_line_error(tmp_path, monkeypatch):
+    """With PyTorch not importable (a None entry in sys.modules makes its import
+    fail), --torch says how to install it, before any measurement."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "microgpt_fast.torch_model", None)
+    result = call_main(bench.main, QUICK + ["--torch"], tmp_path)
+    assert_cli_error(result, "--torch", "pip install -e .[torch]")
+    assert result.stdout == ""
+
+
 def test_bench_plot_without_matplotlib_is_one_line_error(tmp_path):
     """With matplotlib hidden, --plot says how to install it."""
     env = env_without(tmp_path, "matplotlib")
