@@ -43,6 +43,8 @@ whole takes seconds, each command line is rewritten first:
   runs tests/data/fake_microgpt.py (a stand-in that prints the original's
   lines) copied to PATH. A --breakdown command runs only where the profiling
   builds exist (it is skipped otherwise, and says so).
+  --torch is left out: PyTorch is an optional extra, and compiling its step
+  takes seconds to minutes (tests/test_torch_model.py checks those rows).
 - Without matplotlib (an install without the plot extra, as .ci/run's),
   --plot PATH and --plot-loss PATH are left out: the figures' own tests skip
   there too.
@@ -145,6 +147,8 @@ def rewrite(words: list[str], folder: Path) -> list[str] | None:
         flag = args[i]
         if flag in ("--plot", "--plot-loss") and not HAVE_MATPLOTLIB:
             i += 2
+        elif command == "bench" and flag == "--torch":
+            i += 1
         elif command == "bench" and flag == "--n-embd":
             out += [flag, "16"]
             i += 1
@@ -299,6 +303,9 @@ def test_console_scripts_call_the_commands():
     ("python -m microgpt_fast.bench --n-embd 64 128 --reference-steps 40 --batch-size 64",
      "-m microgpt_fast.bench --n-embd 16 --reference-steps 0 --batch-size 16 --steps 20 "
      "--repeats 1 --peak-size 128 --big-steps 1 --original-steps 3 --throughput-docs 32"),
+    ("python -m microgpt_fast.bench --torch --busy",
+     "-m microgpt_fast.bench --busy --steps 20 --repeats 1 --reference-steps 0 --peak-size 128 "
+     "--big-steps 1 --original-steps 3 --throughput-docs 32"),
 ])
 def test_rewrite(tmp_path, words, expected):
     assert shlex.join(rewrite(shlex.split(words), tmp_path)[1:]) == expected
