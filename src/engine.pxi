@@ -315,7 +315,13 @@ cdef enum:
     PROBE_GAP_MAX = 128
 cdef double SEGMENT_SECONDS = 0.005
 cdef double PROBE_SECONDS = 0.001
+# A probe of one thread more runs longer and must win by more: beside a program
+# that holds a core, a millisecond often falls between its time slices and the
+# larger count looks fast; five span a time slice or two. (On a quiet machine the count
+# in use is rarely below the best, so the longer probe seldom runs there.)
+cdef double PROBE_UP_SECONDS = 0.005
 cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
+cdef double SWITCH_MARGIN_UP = 0.9  # the same for a probe of more threads
 cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
 
 
@@ -350,9 +356,11 @@ cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
 cdef inline int _segment_steps(const Adaptive* a, int count, bint probe, double rows_per_step,
                                int left) noexcept nogil:
     """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work,
-    or PROBE_SECONDS for a probe."""
+    or for a probe PROBE_SECONDS (PROBE_UP_SECONDS with more threads)."""
     cdef double guess
-    cdef double seconds = PROBE_SECONDS if probe else SEGMENT_SECONDS
+    cdef double seconds = SEGMENT_SECONDS
+    if probe:
+        seconds = PROBE_UP_SECONDS if count > a.threads else PROBE_SECONDS
     cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
     if a.forced_steps > 0:
         return min(a.forced_steps, left)
@@ -381,7 +389,7 @@ cdef inline void _after_segment(Adaptive* a, int count, int n, double seconds,
         return
     # a probe: keep the faster count; probe the same way again after a move
     a.since_probe = 0
-    if per_row < SWITCH_MARGIN * a.per_row[cur]:
+    if per_row < (SWITCH_MARGIN_UP if count > cur else SWITCH_MARGIN) * a.per_row[cur]:
         a.threads = count
         a.probe_down = count < cur
         a.probe_gap = PROBE_GAP_AFTER_SWITCH
