@@ -216,7 +216,7 @@ def plot_bench(path: str, rows: list) -> None:
     # without the reference (--reference-steps 0) there is no speedup to draw
     timed_reference = any(r.engine == "reference" for r in rows)
     for ax, what in ((ax1, "microseconds per document (lower is faster)"),
-                     (ax2, "speedup per document over the reference")):
+                     (ax2, "speedup per document (x reference)")):
         ax.set_xscale("log", base=2)
         if ax is ax1 or timed_reference:
             ax.set_yscale("log")
