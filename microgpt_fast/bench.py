@@ -149,14 +149,25 @@ def time_compiled(ds, cfg: GPTConfig, kernel: Kernel, dtype: str, threads: int, 
     Returns (median seconds, the model of the last run, the spread of the runs:
     (slowest - fastest) / fastest)."""
     params = init_params(cfg, random.Random(0))
+    times, model = timed_runs(
+        lambda: CompiledGPT(cfg, params, dtype, threads, batch, kernel, adapt), ds, steps,
+        repeats, lr)
+    return statistics.median(times), model, (max(times) - min(times)) / min(times)
+
+
+def timed_runs(fresh_model, ds, steps: int, repeats: int, lr: float):
+    """Seconds of `steps` training steps of each of `repeats` runs, every run on
+    the model fresh_model() returns at its initial weights, after one warm-up run
+    (caches, pages, the thread pool; a compiled torch step's compilation).
+    Returns (the runs' seconds, the last run's model)."""
     times = []
     for r in range(repeats + 1):
-        model = CompiledGPT(cfg, params, dtype, threads, batch, kernel, adapt)
+        model = fresh_model()
         t0 = time.perf_counter()
         model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
-        if r > 0:  # run 0 warms caches, pages and the thread pool
+        if r > 0:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), model, (max(times) - min(times)) / min(times)
+    return times, model
 
 
 TORCH_ENGINES = {"torch": False, "torch.compile": True}  # row name -> compiled
@@ -180,13 +191,13 @@ def time_torch(torch_model, ds, cfg: GPTConfig, dtype: str, threads: int, batch:
     params = init_params(cfg, random.Random(0))
     model = torch_model.TorchGPT(cfg, params, dtype, threads, batch, compiled)
     start = model.params
-    times = []
-    for r in range(repeats + 1):
-        model.set_state(start)  # each run starts afresh: weights, m = v = 0
-        t0 = time.perf_counter()
-        model.train(ds, 0, steps, steps, Adam(learning_rate=lr))
-        if r > 0:
-            times.append(time.perf_counter() - t0)
+
+    def fresh_model():
+        # one model, compiled once, set back for each run: weights, m = v = 0
+        model.set_state(start)
+        return model
+
+    times, _ = timed_runs(fresh_model, ds, steps, repeats, lr)
     return statistics.median(times), model
 
 
