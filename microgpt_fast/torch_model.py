@@ -100,9 +100,9 @@ class TorchGPT:
         for name, rows, cols in param_layout(config):
             self.slots.append((name, at, rows, cols))
             at += rows * cols
-        self.decay_mask = torch.tensor([float(decays(name)) for name, _, rows, cols
-                                        in self.slots for _ in range(rows * cols)],
-                                       dtype=self.torch_dtype)
+        self.decay_mask = torch.cat([torch.full((rows * cols,), float(decays(name)),
+                                                dtype=self.torch_dtype)
+                                     for name, _, rows, cols in self.slots])
         self.activation = ACTIVATIONS[config.activation]
         self.compiled = compiled
         self._steps = {}  # (clip, decay, betas, eps) -> the step function
