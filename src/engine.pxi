@@ -303,9 +303,9 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 # The adaptive thread count of a training call (Workspace.adapt). Its steps run
 # in segments of about SEGMENT_SECONDS, each planned for its own thread count:
 # results are the same bits for any count. Each segment's seconds per row of
-# documents is measured. Every probe_gap segments a short one (PROBE_SECONDS)
-# runs on one thread fewer or one more than the count in use (a probe), and the
-# count whose time per row is lower is kept. A probe that confirms the count in
+# documents is measured. Every probe_gap segments a short one (a probe) runs on
+# one thread fewer (PROBE_SECONDS) or one more (PROBE_UP_SECONDS) than the count
+# in use, and the count whose time per row is lower is kept. A probe that confirms the count in
 # use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for a
 # slower millisecond in about 0.6 s; a segment clearly slower than its count's
 # figure when that count was chosen (a competitor came) probes at once.
@@ -317,8 +317,8 @@ cdef double SEGMENT_SECONDS = 0.005
 cdef double PROBE_SECONDS = 0.001
 # A probe of one thread more runs longer and must win by more: beside a program
 # that holds a core, a millisecond often falls between its time slices and the
-# larger count looks fast; five span a time slice or two. (On a quiet machine the count
-# in use is rarely below the best, so the longer probe seldom runs there.)
+# larger count looks fast; five span a time slice or two. (On a quiet machine
+# the count in use is rarely below the best, so the longer probe seldom runs.)
 cdef double PROBE_UP_SECONDS = 0.005
 cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
 cdef double SWITCH_MARGIN_UP = 0.9  # the same for a probe of more threads
@@ -580,15 +580,16 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         count = _next_count(a, n_threads) if adapting else n_threads
         # the segment's plan on `count` threads
         schedule_init(&sc, count, B, ws.adam_first, ws.shares)
-        seg = nsteps
-        if adapting:  # about SEGMENT_SECONDS of steps like the first
-            doc_rows_of(&ws.d, starts, step_docs + s * B, B, doc_rows + s * (B + 1))
-            seg = _segment_steps(a, count, count != min(a.threads, n_threads),
-                                 <double>doc_rows[s * (B + 1) + B], nsteps - s)
-        for k in range(s, s + seg):
+        seg = nsteps - s
+        k = s
+        while k < s + seg:
             plan_step(&ws.d, starts, step_docs + k * B, B, sc.teams, sc.n_teams,
                       doc_rows + k * (B + 1), groups + k * (GROUPS + 1),
                       bounds + k * (count + 1))
+            if k == s and adapting:  # about SEGMENT_SECONDS of steps like the first
+                seg = _segment_steps(a, count, count != min(a.threads, n_threads),
+                                     <double>doc_rows[s * (B + 1) + B], nsteps - s)
+            k += 1
         schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[s * (B + 1) + B] // sc.n_groups)
         started = now() if adapting else 0
         _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
