@@ -11,17 +11,6 @@
     >>> text = Trainer(GPTConfig(block_size=64), TrainConfig(steps=500), data="shakespeare")
 """
 
-import os
-
-# libgomp reads its wait policy once, when the first OpenMP module loads. Its
-# default keeps a thread that has no work spinning for some milliseconds; when
-# training moves to fewer threads than a parallel region had (a busy machine,
-# see --adapt-threads), those spins take the core that another program or our
-# own thread needs. A step's waits last microseconds, well inside 10,000 spins,
-# so a quiet machine does not notice (docs/performance.md). Set it yourself to
-# override.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-
 from .config import (Adam, GPTConfig, RunOptions, SampleConfig, TrainConfig, init_params,
                      param_layout)
 from .data import DataError, Dataset, TextStream, load_dataset, load_text
