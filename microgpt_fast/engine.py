@@ -24,7 +24,7 @@ import numpy as np
 
 from .config import DTYPES, Adam, GPTConfig
 from .data import Dataset
-from .kernels import Kernel, load_kernel, resolve_threads
+from .kernels import Kernel, free_cores, load_kernel, resolve_threads
 from .sampling import draw, draw_text
 
 
@@ -60,6 +60,8 @@ class CompiledGPT:
             dtype, c.mlp_ratio, c.norm, c.norm_gain, c.final_norm, c.activation,
             c.tie_embeddings, c.emb_norm, bool(adapt_threads))
         self.engine.set_params(given)
+        self.adapt_threads = bool(adapt_threads)
+        self._fresh = True  # train() has not run yet
 
     @property
     def kernel_name(self) -> str:
@@ -128,6 +130,10 @@ class CompiledGPT:
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
         docs, doc_ids = data.batches(step0, num_steps, self.batch_size)
         self._check_dataset(docs)
+        if self._fresh and self.adapt_threads and self.threads > 1:
+            # beside busy programs, do not start on cores they hold
+            self.engine.start_threads(min(self.threads, free_cores()))
+        self._fresh = False
         return self.engine.train(docs.tokens, docs.starts, doc_ids, step0,
                                  adam.learning_rates(step0, num_steps, total_steps),
                                  float(adam.beta1), float(adam.beta2), float(adam.eps),

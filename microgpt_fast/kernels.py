@@ -98,6 +98,36 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def free_cores() -> int:
+    """The cores of this process that other programs are not running on now
+    (Linux: /proc/loadavg and this process's threads, see cores_left_free);
+    cpu_count() where that cannot be read. A snapshot, for a first guess only."""
+    try:
+        with open("/proc/loadavg") as f:
+            loadavg = f.read()
+        states = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    states.append(f.read())
+            except OSError:  # a thread that has just ended
+                pass
+        return cores_left_free(cpu_count(), loadavg, states)
+    except (OSError, ValueError, IndexError):
+        return cpu_count()
+
+
+def cores_left_free(cores: int, loadavg: str, own_stats: list[str]) -> int:
+    """cores less the runnable tasks of other processes: the running count of
+    loadavg (/proc/loadavg: "1.0 0.5 0.2 3/250 1234", runnable/all tasks, the
+    reader among them) less this process's threads whose stat line
+    (/proc/self/task/*/stat) says R; at least 1."""
+    running = int(loadavg.split()[3].split("/")[0])
+    # the state follows the command name in parentheses, which may hold spaces
+    own = sum(stat.rsplit(")", 1)[1].split()[0] == "R" for stat in own_stats)
+    return max(1, cores - max(0, running - max(own, 1)))
+
+
 def resolve_threads(requested: int | None, kernel: Kernel) -> int:
     """Threads to use: the argument, else $OMP_NUM_THREADS, else every core;
     capped at the CPU count; 1 when the kernel was built without OpenMP."""

@@ -309,10 +309,17 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 # use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for a
 # slower millisecond in about 0.6 s; a segment clearly slower than its count's
 # figure when that count was chosen (a competitor came) probes at once.
+# Beside a program that holds a core, a probe of more threads can cost tens of
+# milliseconds however short it is (each barrier waits for a thread the kernel
+# has not scheduled yet), so what a losing probe cost beyond the count in use
+# also holds off the next one until that is at most PROBE_BUDGET of the time.
+# A fresh engine may start on fewer threads than it has (start_threads: the
+# cores other programs were running on when training began).
 cdef enum:
     PROBE_GAP_FIRST = 2
     PROBE_GAP_AFTER_SWITCH = 4
     PROBE_GAP_MAX = 128
+    PROBE_HOLD_MAX = 400   # segments: a costly probe delays the next by at most ~2 s
 cdef double SEGMENT_SECONDS = 0.005
 cdef double PROBE_SECONDS = 0.001
 # A probe of one thread more runs longer and must win by more: beside a program
@@ -323,6 +330,7 @@ cdef double PROBE_UP_SECONDS = 0.005
 cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
 cdef double SWITCH_MARGIN_UP = 0.9  # the same for a probe of more threads
 cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
+cdef double PROBE_BUDGET = 0.05    # the most of the time that losing probes may cost
 
 
 cdef struct Adaptive:
@@ -334,6 +342,8 @@ cdef struct Adaptive:
     double base            # per_row of the count in use when it was chosen
     int probe_gap          # segments of the count in use between probes
     int since_probe        # segments since the last probe
+    int hold               # segments from the last probe before the next, whatever
+                           # the gap or an alarm says (what the last probe cost)
     bint probe_down        # the next probe tries one thread fewer (where both exist)
     int forced_steps       # tests: segments of this many steps on counts n, n - 1, .. 1, n
 
@@ -344,7 +354,7 @@ cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
     if a.forced_steps > 0:
         a.threads = cur - 1 if cur > 1 else n
         return cur
-    if n == 1 or a.since_probe < a.probe_gap:
+    if n == 1 or a.since_probe < a.probe_gap or a.since_probe < a.hold:
         return cur
     if cur == 1:
         return 2
@@ -389,6 +399,8 @@ cdef inline void _after_segment(Adaptive* a, int count, int n, double seconds,
         return
     # a probe: keep the faster count; probe the same way again after a move
     a.since_probe = 0
+    cdef double excess = seconds - rows * a.per_row[cur]  # beyond the count in use
+    a.hold = <int>min(excess / (PROBE_BUDGET * SEGMENT_SECONDS), <double>PROBE_HOLD_MAX)
     if per_row < (SWITCH_MARGIN_UP if count > cur else SWITCH_MARGIN) * a.per_row[cur]:
         a.threads = count
         a.probe_down = count < cur
@@ -1076,6 +1088,22 @@ cdef class Engine:
                 "steps": {c: a.steps_on[c] for c in range(1, self.ws.max_threads + 1)
                           if a.steps_on[c]},
                 "now": a.threads if a.on else self.ws.max_threads}
+
+    def start_threads(self, int count):
+        """Where train() has measured nothing yet, start adapting from `count`
+        threads (1 .. the engine's) instead of all of them: the cores left free
+        by other programs when training starts."""
+        cdef Adaptive* a = &self.ws.adapt
+        cdef int c
+        if not 1 <= count <= self.ws.max_threads:
+            raise ValueError(f"count must be 1..{self.ws.max_threads}, got {count}")
+        for c in range(1, self.ws.max_threads + 1):
+            if a.steps_on[c]:
+                return
+        if count < a.threads:
+            a.threads = count
+            a.probe_down = False
+            a.probe_gap = PROBE_GAP_AFTER_SWITCH
 
     def force_segments(self, int steps):
         """Tests: from now on train() runs segments of `steps` steps on n, n - 1, ..

@@ -6,10 +6,12 @@ import json
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from microgpt_fast import engine as engine_module
 from microgpt_fast import kernels
 from microgpt_fast.config import Adam, GPTConfig, init_params, param_layout
 from microgpt_fast.engine import CompiledGPT
@@ -164,6 +166,59 @@ def test_adapt_threads_off_keeps_every_thread(names_ds):
     use = adapting.engine.thread_use()
     assert use["adaptive"] == (adapting.threads == 2)
     assert sum(use["steps"].values()) == (5 if adapting.threads == 2 else 0)
+
+
+def _stat(state: str) -> str:
+    """A /proc/<pid>/task/<tid>/stat line of a thread in `state`."""
+    return f"4242 (python (x) R) {state} 1 4242 4242 0 -1"
+
+
+def test_cores_left_free_counts_only_other_processes():
+    free = kernels.cores_left_free
+    assert free(2, "0.10 0.20 0.30 1/80 999", [_stat("R"), _stat("S")]) == 2
+    assert free(2, "1.00 0.20 0.30 2/80 999", [_stat("R"), _stat("S")]) == 1  # one other
+    # this process's own runnable threads (a spinning OpenMP worker) are not others
+    assert free(2, "1.00 0.20 0.30 2/80 999", [_stat("R"), _stat("R")]) == 2
+    assert free(16, "5.00 5.00 5.00 7/300 999", [_stat("R")]) == 10
+    assert free(2, "9.00 9.00 9.00 9/300 999", [_stat("R")]) == 1  # never below one
+    assert free(4, "0.10 0.20 0.30 1/80 999", []) == 4  # the reader is one of them
+
+
+def test_free_cores_sees_a_busy_program():
+    cores = kernels.cpu_count()
+    if cores < 2:
+        pytest.skip("one core: no core to leave free")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # it runs (or waits for a core) from here on: runnable either way
+        assert 1 <= kernels.free_cores() <= cores - 1
+    finally:
+        busy.kill()
+        busy.wait(timeout=10)
+
+
+def test_training_starts_on_the_free_cores(names_ds, monkeypatch):
+    """A fresh model's first call starts on the cores free_cores gives (the count
+    then adapts); later calls and measured models are left alone."""
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2)
+    params = init_params(cfg, random.Random(0))
+    model = CompiledGPT(cfg, params, "float32", threads=2, batch_size=4)
+    if model.threads < 2:
+        pytest.skip("needs two threads (two cores and OpenMP)")
+    monkeypatch.setattr(engine_module, "free_cores", lambda: 1)
+    model.train(names_ds, 0, 5, 5)
+    # 5 steps: a first segment of one step, then one more, before any probe
+    assert model.engine.thread_use()["steps"] == {1: 5}
+    with pytest.raises(ValueError, match="count must be 1..2"):
+        model.engine.start_threads(3)
+    with pytest.raises(ValueError, match="count must be 1..2"):
+        model.engine.start_threads(0)
+    monkeypatch.setattr(engine_module, "free_cores", lambda: 2)
+    quiet = CompiledGPT(cfg, params, "float32", threads=2, batch_size=4)
+    quiet.train(names_ds, 0, 5, 5)
+    now = quiet.engine.thread_use()["now"]
+    quiet.engine.start_threads(1)  # measured already: no effect
+    assert quiet.engine.thread_use()["now"] == now
 
 
 def test_thread_shares_that_cut_a_matrix_give_identical_bits(names_ds, monkeypatch):
