@@ -14,8 +14,8 @@ chunks, gradients, evaluation and sampling run in it without the GIL. This
 class is the boundary: past it the kernels run without checks.
 
 The pure-Python reference (reference.ReferenceGPT) has the same interface:
-train, evaluate, loss_and_grad, apply_adam, sample, sample_text, params / m /
-v, set_state.
+train, evaluate, loss_and_grad, apply_adam, sample, sample_text, sample_texts,
+params / m / v, set_state.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from .config import DTYPES, Adam, GPTConfig
 from .data import Dataset
 from .kernels import Kernel, free_cores, load_kernel, resolve_threads
-from .sampling import draw, draw_text
+from .sampling import draw, draw_texts
 
 
 class CompiledGPT:
@@ -190,6 +190,45 @@ class CompiledGPT:
 
         return window_probs
 
+    def feed_probs_fn(self, temperature: float = 0.5):
+        """A function feed_probs(tokens, pos) -> float64 (n, V): for each of n <=
+        batch_size samples, feed tokens[j] at position pos of sample j's own KV
+        cache (which holds its positions < pos) and return softmax(logits /
+        temperature) of each; sample j's row is what next_probs would give it
+        alone. The array is reused by the next call."""
+        if not 0 < temperature < np.inf:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        V = self.config.vocab_size
+        out = np.empty((self.batch_size, V), np.float64)
+
+        def feed_probs(tokens, pos: int) -> np.ndarray:
+            tokens = np.ascontiguousarray(tokens, np.intc)
+            probs = out[:len(tokens)]
+            self.engine.feed_probs(tokens, pos, float(temperature), probs)
+            return probs
+
+        return feed_probs
+
+    def windows_probs_fn(self, temperature: float = 0.5):
+        """A function windows_probs(windows) -> float64 (n, V): window_probs of each
+        row of windows (n, m), n <= batch_size, m <= block_size, in one call over
+        the threads, each row's result the same bits as window_probs gives it.
+        The array is reused by the next call."""
+        if not 0 < temperature < np.inf:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        V = self.config.vocab_size
+        out = np.empty((self.batch_size, V), np.float64)
+
+        def windows_probs(windows) -> np.ndarray:
+            windows = np.ascontiguousarray(windows, np.intc)
+            if windows.ndim != 2:
+                raise ValueError(f"windows must be 2-D (n, m), got shape {windows.shape}")
+            probs = out[:len(windows)]
+            self.engine.windows_probs(windows, float(temperature), probs)
+            return probs
+
+        return windows_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample (prompt's first), drawn with rng.choices as the
@@ -200,9 +239,17 @@ class CompiledGPT:
     def sample_text(self, rng, temperature: float, prompt, length: int,
                     top_k=None) -> list[int]:
         """Token ids of one text sample: prompt's, then length drawn; see
-        sampling.draw_text."""
-        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
-                         rng, self.config.block_size, prompt, length, top_k)
+        sampling.draw_texts."""
+        return self.sample_texts(rng, temperature, prompt, length, 1, top_k)[0]
+
+    def sample_texts(self, rng, temperature: float, prompt, length: int, num_samples: int,
+                     top_k=None) -> list[list[int]]:
+        """Token ids of num_samples text samples, each the prompt's, then length
+        drawn: the same as sample_text num_samples times on rng, computed
+        batch_size samples at a time; see sampling.draw_texts."""
+        return draw_texts(self.feed_probs_fn(temperature), self.windows_probs_fn(temperature),
+                          rng, self.config.block_size, self.batch_size, prompt, length,
+                          num_samples, top_k)
 
     def op_times(self, reset: bool = False, thread: int | None = None) -> dict:
         """Seconds spent per op group since the last reset, summed over threads (or

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .config import Adam, GPTConfig, decays, param_layout
-from .sampling import draw, draw_text
+from .sampling import draw, draw_texts
 
 
 class Value:
@@ -144,9 +144,10 @@ NORMS = {"rmsnorm": rmsnorm, "layernorm": layernorm}
 class ReferenceGPT:
     """The original model and its Adam optimizer over Value scalars, behind the
     same interface as engine.CompiledGPT (train, evaluate, loss_and_grad,
-    apply_adam, sample, sample_text, params / m / v, set_state), so that the trainer and the
-    tests treat both alike. numpy only carries results out; every number is
-    computed by Value operations and Python floats, as the original does.
+    apply_adam, sample, sample_text, sample_texts, params / m / v, set_state), so
+    that the trainer and the tests treat both alike. numpy only carries results
+    out; every number is computed by Value operations and Python floats, as the
+    original does.
 
     params: the flat parameter list (param_layout order), e.g. from init_params;
     batch_size: documents per training step.
@@ -380,6 +381,39 @@ class ReferenceGPT:
 
         return window_probs
 
+    def feed_probs_fn(self, temperature: float = 0.5):
+        """A function feed_probs(tokens, pos) -> float64 (n, V): next_probs of each of
+        n <= batch_size samples, sample j with its own KV cache (position 0
+        starts it afresh)."""
+        cfg = self.config
+        caches = []
+
+        def feed_probs(tokens, pos: int) -> np.ndarray:
+            if not 1 <= len(tokens) <= self.batch_size:
+                raise ValueError(f"need 1 to {self.batch_size} tokens, got {len(tokens)}")
+            if pos == 0:
+                caches[:] = [([[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)])
+                             for _ in tokens]
+            rows = []
+            for token_id, (keys, values) in zip(tokens, caches):
+                logits = self.gpt(int(token_id), pos, keys, values)
+                rows.append([p.data for p in softmax([l / temperature for l in logits])])
+            return np.array(rows, np.float64)
+
+        return feed_probs
+
+    def windows_probs_fn(self, temperature: float = 0.5):
+        """A function windows_probs(windows) -> float64 (n, V): window_probs of each
+        row of windows (n, m), n <= batch_size."""
+        window_probs = self.window_probs_fn(temperature)
+
+        def windows_probs(windows) -> np.ndarray:
+            if not 1 <= len(windows) <= self.batch_size:
+                raise ValueError(f"need 1 to {self.batch_size} windows, got {len(windows)}")
+            return np.array([window_probs(w) for w in windows], np.float64)
+
+        return windows_probs
+
     def sample(self, rng, bos: int, temperature: float = 0.5, prompt=(), top_k=None,
                max_len=None) -> list[int]:
         """Token ids of one sample, drawn with rng.choices as the original does."""
@@ -388,6 +422,13 @@ class ReferenceGPT:
 
     def sample_text(self, rng, temperature: float, prompt, length: int,
                     top_k=None) -> list[int]:
-        """Token ids of one text sample: prompt's, then length drawn (sampling.draw_text)."""
-        return draw_text(self.next_probs_fn(temperature), self.window_probs_fn(temperature),
-                         rng, self.config.block_size, prompt, length, top_k)
+        """Token ids of one text sample: prompt's, then length drawn (sampling.draw_texts)."""
+        return self.sample_texts(rng, temperature, prompt, length, 1, top_k)[0]
+
+    def sample_texts(self, rng, temperature: float, prompt, length: int, num_samples: int,
+                     top_k=None) -> list[list[int]]:
+        """Token ids of num_samples text samples, as sample_text num_samples times on
+        rng (sampling.draw_texts, batch_size samples at a time)."""
+        return draw_texts(self.feed_probs_fn(temperature), self.windows_probs_fn(temperature),
+                          rng, self.config.block_size, self.batch_size, prompt, length,
+                          num_samples, top_k)

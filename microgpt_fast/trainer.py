@@ -447,7 +447,7 @@ class Trainer:
         Lines: a document from BOS to BOS, max_len at most this many drawn
         characters (the block size bounds it). Text: exactly max_len drawn
         characters (default 300), each from the last block_size characters
-        (sampling.draw_text).
+        (sampling.draw_texts).
         """
         given = {name: value for name, value in (("num_samples", num_samples),
                                                   ("temperature", temperature),
@@ -460,9 +460,9 @@ class Trainer:
         rng = self.rng if rng is None else rng
         if self.text_mode:
             length = TEXT_SAMPLE_LENGTH if sampling.max_len is None else sampling.max_len
-            return ["".join(self.chars[t] for t in self.model.sample_text(
-                        rng, sampling.temperature, ids, length, top_k))
-                    for _ in range(sampling.num_samples)]
+            return ["".join(self.chars[t] for t in sample)
+                    for sample in self.model.sample_texts(rng, sampling.temperature, ids,
+                                                          length, sampling.num_samples, top_k)]
         return ["".join(self.chars[t] for t in self.model.sample(
                     rng, self.bos, sampling.temperature, ids, top_k, sampling.max_len))
                 for _ in range(sampling.num_samples)]

@@ -703,6 +703,84 @@ cdef int _evaluate(Workspace* ws, const floating* params, const floating* wt,
     return 0
 
 
+# ---------------------------------------------------------------------------
+# Sampling many texts at once: each sample owns a document of row space
+#
+# The samples of a group advance in lockstep, so every draw is one call over
+# all of them, the threads each taking a run of samples. A row's numbers do not
+# depend on how many rows or documents share its call (every row-wise op and
+# product sums a row on its own, attention runs document by document), so each
+# sample gets the bits it gets alone. No denormal flushing here: the one-sample
+# calls (next_probs, window_probs) run in the caller's mode, and so must these.
+
+
+cdef int _feed_slots(Workspace* ws, const floating* params, const floating* wt, int n,
+                     int pos, double temperature, double* probs) noexcept nogil:
+    """Position pos of documents j = 0..n-1 (document j owns rows j*T .., its token
+    already in row_ints, its positions < pos computed: the KV cache), then
+    softmax(logits / temperature) of each into probs (n, V); -1 when out of memory."""
+    cdef int n_threads = min(ws.max_threads, n), th, me, granted, mine, i, j
+    cdef const Dims* d = &ws.d
+    cdef int* doc_rows = <int*>malloc(2 * <size_t>n * sizeof(int))  # document j's: 2j, 2j + 1
+    if doc_rows == NULL:
+        return -1
+    for j in range(n):
+        doc_rows[2 * j] = j * d.T
+        doc_rows[2 * j + 1] = j * d.T + pos + 1
+    with parallel(num_threads=n_threads):
+        me = threadid()
+        granted = num_threads()
+        mine = (n_threads - me + granted - 1) // granted
+        for i in range(mine):
+            th = me + i * granted
+            for j in range(th * n // n_threads, (th + 1) * n // n_threads):
+                gpt_forward(d, params, wt, <floating*>ws.rows,
+                            <floating*>ws.arena + th * d.arena_size, ws.row_ints,
+                            doc_rows + 2 * j, 1, j * d.T + pos, ws.timers + th * N_TIMERS)
+                softmax_temperature(probs + <Py_ssize_t>j * d.V,
+                                    <floating*>ws.rows + d.logits
+                                    + (<Py_ssize_t>j * d.T + pos) * d.V,
+                                    d.V, temperature)
+    free(doc_rows)
+    return 0
+
+
+cdef int _windows(Workspace* ws, const floating* params, const floating* wt, int n, int m,
+                  double temperature, double* probs) noexcept nogil:
+    """A fresh forward pass over n windows of m positions (window j owns rows
+    j*m .. j*m + m - 1, its tokens already in row_ints), and softmax(logits /
+    temperature) of each window's last position into probs (n, V); -1 when out
+    of memory."""
+    cdef int n_threads = min(ws.max_threads, n), th, me, granted, mine, i, j, b0, b1
+    cdef const Dims* d = &ws.d
+    cdef int* doc_rows = <int*>malloc((n + 1) * sizeof(int))
+    cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
+    if doc_rows == NULL or bounds == NULL:
+        free(doc_rows); free(bounds)
+        return -1
+    for j in range(n + 1):
+        doc_rows[j] = j * m
+    split_docs(doc_rows, 0, n, n_threads, bounds)
+    with parallel(num_threads=n_threads):
+        me = threadid()
+        granted = num_threads()
+        mine = (n_threads - me + granted - 1) // granted
+        for i in range(mine):
+            th = me + i * granted
+            b0, b1 = bounds[th], bounds[th + 1]
+            if b0 < b1:
+                gpt_forward(d, params, wt, <floating*>ws.rows,
+                            <floating*>ws.arena + th * d.arena_size, ws.row_ints,
+                            doc_rows + b0, b1 - b0, doc_rows[b0], ws.timers + th * N_TIMERS)
+            for j in range(b0, b1):
+                softmax_temperature(probs + <Py_ssize_t>j * d.V,
+                                    <floating*>ws.rows + d.logits
+                                    + <Py_ssize_t>(doc_rows[j + 1] - 1) * d.V,
+                                    d.V, temperature)
+    free(doc_rows); free(bounds)
+    return 0
+
+
 cdef void _adam_all(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
                     const floating* grad, long long step, double lr_t,
                     const AdamOptions* opt) noexcept nogil:
@@ -1062,6 +1140,59 @@ cdef class Engine:
                             <float*>ws.arena, ws.row_ints, doc_rows, 1, 0, ws.timers)
                 softmax_temperature(&probs[0], <float*>ws.rows + ws.d.logits + last,
                                     ws.d.V, temperature)
+
+    def feed_probs(self, const int[::1] tokens, int pos, double temperature,
+                   double[:, ::1] probs):
+        """For each document j < n = len(tokens) (n <= batch_size; document j owns
+        rows j*block_size ..), feed tokens[j] at position pos (its KV cache holds
+        positions < pos) and write softmax(logits / temperature) into probs[j]
+        (n, V), in float64. Document 0 is next_probs's: the same rows and bits."""
+        cdef Workspace* ws = &self.ws
+        cdef int n = <int>tokens.shape[0], j, status
+        if not (1 <= n <= self.batch_size and 0 <= pos < ws.d.T
+                and probs.shape[0] == n and probs.shape[1] == ws.d.V):
+            raise ValueError("invalid number of documents, position or probs shape")
+        for j in range(n):
+            if not 0 <= tokens[j] < ws.d.V:
+                raise ValueError("invalid token")
+        for j in range(n):
+            ws.row_ints[j * ws.d.T + pos] = tokens[j]
+        with nogil:
+            if self.itemsize == 8:
+                status = _feed_slots(ws, <double*>self.p_params, <double*>self.p_wt, n, pos,
+                                     temperature, &probs[0, 0])
+            else:
+                status = _feed_slots(ws, <float*>self.p_params, <float*>self.p_wt, n, pos,
+                                     temperature, &probs[0, 0])
+        if status < 0:
+            raise MemoryError("cannot allocate the documents' rows")
+
+    def windows_probs(self, const int[:, ::1] windows, double temperature,
+                      double[:, ::1] probs):
+        """A fresh forward pass over each of the n windows (n, m) of m <= block_size
+        tokens at positions 0 .. m - 1 (n <= batch_size; the KV caches are
+        overwritten), and softmax(logits / temperature) of each window's last
+        position into probs[j] (n, V), in float64: window_probs for n windows at
+        once, with the same bits for each."""
+        cdef Workspace* ws = &self.ws
+        cdef int n = <int>windows.shape[0], m = <int>windows.shape[1], j, p, status
+        if not (1 <= n <= self.batch_size and 1 <= m <= ws.d.T
+                and probs.shape[0] == n and probs.shape[1] == ws.d.V):
+            raise ValueError("invalid number of windows, window length or probs shape")
+        for j in range(n):
+            for p in range(m):
+                if not 0 <= windows[j, p] < ws.d.V:
+                    raise ValueError("invalid token")
+                ws.row_ints[j * m + p] = windows[j, p]
+        with nogil:
+            if self.itemsize == 8:
+                status = _windows(ws, <double*>self.p_params, <double*>self.p_wt, n, m,
+                                  temperature, &probs[0, 0])
+            else:
+                status = _windows(ws, <float*>self.p_params, <float*>self.p_wt, n, m,
+                                  temperature, &probs[0, 0])
+        if status < 0:
+            raise MemoryError("cannot allocate the windows' rows")
 
     def read_timers(self, thread=None):
         """Seconds per op group, summed over threads (or of one thread): (forward,
