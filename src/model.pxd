@@ -81,16 +81,13 @@ cdef inline const floating* _gain(const Dims* d, const floating* params, int k) 
     return params + d.gains + <Py_ssize_t>k * d.C
 
 
-cdef inline void gpt_forward(const Dims* d, const floating* params, const floating* wt,
-                             floating* rows, floating* arena, const int* row_tok,
-                             const int* doc_rows, int ndocs, int r0,
-                             double* timers) noexcept nogil:
-    """Logits of rows r0 .. doc_rows[ndocs] - 1 into rows[logits].
-
-    Rows before r0 of a document must already be computed (the KV cache of
-    sampling); training passes r0 = doc_rows[0].
-    """
-    cdef int C = d.C, F = d.F, H = d.H, T = d.T, R = d.R, l, j, s, e
+cdef inline void _forward(const Dims* d, const floating* params, const floating* wt,
+                          floating* rows, floating* arena, const int* row_tok,
+                          const int* doc_rows, int ndocs, int r0, bint last_only,
+                          double* timers) noexcept nogil:
+    """gpt_forward, or with last_only gpt_forward_last (a constant either way once
+    inlined, so training's path keeps no test of it)."""
+    cdef int C = d.C, F = d.F, H = d.H, T = d.T, R = d.R, l, j, s, e, k, passes
     cdef int n = doc_rows[ndocs] - r0
     cdef floating inv_sqrt_d = <floating>(1.0 / (<double>d.D) ** 0.5)
     cdef const floating* lw     # this layer's weights, transposed
@@ -98,6 +95,12 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
     cdef floating* x_in
     cdef floating* x_out
     cdef Py_ssize_t rc = <Py_ssize_t>r0 * C    # first row of (R, C) tensors
+    # past the keys and values, a layer computes rows q0 .. q0 + qn - 1 of the
+    # documents dr[0 .. nd - 1]: all of them, but in the last layer of last_only
+    # one pass per document over its last row
+    cdef const int* dr = doc_rows
+    cdef int nd = ndocs, q0 = r0, qn = n
+    cdef Py_ssize_t qc = rc
     cdef floating* att_scratch = arena + d.att_scratch if d.att_scratch >= 0 else NULL
     cdef double t = now() if PROFILE else 0
     for j in range(ndocs):
@@ -119,44 +122,77 @@ cdef inline void gpt_forward(const Dims* d, const floating* params, const floati
         t = lap(timers, T_EMBED_NORM, t)
         linear_forward(act + d.qkv_out + 3 * rc, act + d.ln1 + rc, lw + d.qkv, n, C, 3 * C)
         t = lap(timers, T_PROJECTIONS, t)
-        for j in range(ndocs):
-            s, e = doc_rows[j], doc_rows[j + 1]
-            attention_forward(act + d.att_out + <Py_ssize_t>s * C,
-                              act + d.att + <Py_ssize_t>s * H * d.Tp, arena + d.xt,
-                              arena + d.stats, att_scratch,
-                              act + d.qkv_out + <Py_ssize_t>s * 3 * C,
-                              max(r0, s) - s, e - s, C, H, d.D, inv_sqrt_d)
-        t = lap(timers, T_ATTENTION, t)
-        # x = Wo x_attn + residual
-        linear_residual_forward(act + d.x_mid + rc, act + d.att_out + rc, lw + d.wo,
-                                x_in + rc, n, C, C)
-        t = lap(timers, T_PROJECTIONS, t)
-        # x = fc2 relu(fc1 norm(x)) + residual
-        _norm_forward(d, act + d.ln2 + rc, act + d.ln2_hat + rc, act + d.ln2_scale + r0,
-                      act + d.x_mid + rc, _gain(d, params, d.emb_norm + 1 + 2 * l), n, C)
-        t = lap(timers, T_EMBED_NORM, t)
-        if d.activation == ACT_RELU:
-            linear_relu_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc,
-                                lw + d.fc1, n, C, F)
-        else:  # gelu, relu2 or silu in relu's place, its slope kept for the backward pass
-            linear_forward(act + d.hidden + <Py_ssize_t>r0 * F, act + d.ln2 + rc, lw + d.fc1,
-                           n, C, F)
-            activation_forward(act + d.hidden + <Py_ssize_t>r0 * F,
-                               act + d.hidden_slope + <Py_ssize_t>r0 * F, <Py_ssize_t>n * F,
-                               d.activation)
-        linear_residual_forward(x_out + rc, act + d.hidden + <Py_ssize_t>r0 * F, lw + d.fc2,
-                                act + d.x_mid + rc, n, F, C)
-        t = lap(timers, T_MLP, t)
-    # x = norm(x) when final_norm (the head's input, head_in)
-    if d.final_norm:
-        _norm_forward(d, rows + d.xf + rc, rows + d.xf_hat + rc, rows + d.xf_scale + r0,
-                      rows + d.xs + <Py_ssize_t>d.L * R * C + rc,
-                      _gain(d, params, d.n_norms - 1), n, C)
-        t = lap(timers, T_EMBED_NORM, t)
-    # logits = lm_head x (lm_head is wte when tied)
-    linear_forward(rows + d.logits + <Py_ssize_t>r0 * d.V, rows + d.head_in + rc,
-                   wt + d.lm_head, n, C, d.V)
-    lap(timers, T_HEAD_LOSS, t)
+        passes = ndocs if last_only and l == d.L - 1 else 1
+        for k in range(passes):
+            if last_only and l == d.L - 1:
+                dr = doc_rows + k
+                nd = 1
+                q0 = doc_rows[k + 1] - 1
+                qn = 1
+                qc = <Py_ssize_t>q0 * C
+            for j in range(nd):
+                s, e = dr[j], dr[j + 1]
+                attention_forward(act + d.att_out + <Py_ssize_t>s * C,
+                                  act + d.att + <Py_ssize_t>s * H * d.Tp, arena + d.xt,
+                                  arena + d.stats, att_scratch,
+                                  act + d.qkv_out + <Py_ssize_t>s * 3 * C,
+                                  max(q0, s) - s, e - s, C, H, d.D, inv_sqrt_d)
+            t = lap(timers, T_ATTENTION, t)
+            # x = Wo x_attn + residual
+            linear_residual_forward(act + d.x_mid + qc, act + d.att_out + qc, lw + d.wo,
+                                    x_in + qc, qn, C, C)
+            t = lap(timers, T_PROJECTIONS, t)
+            # x = fc2 relu(fc1 norm(x)) + residual
+            _norm_forward(d, act + d.ln2 + qc, act + d.ln2_hat + qc, act + d.ln2_scale + q0,
+                          act + d.x_mid + qc, _gain(d, params, d.emb_norm + 1 + 2 * l), qn, C)
+            t = lap(timers, T_EMBED_NORM, t)
+            if d.activation == ACT_RELU:
+                linear_relu_forward(act + d.hidden + <Py_ssize_t>q0 * F, act + d.ln2 + qc,
+                                    lw + d.fc1, qn, C, F)
+            else:  # gelu, relu2 or silu in relu's place, its slope kept for the backward pass
+                linear_forward(act + d.hidden + <Py_ssize_t>q0 * F, act + d.ln2 + qc,
+                               lw + d.fc1, qn, C, F)
+                activation_forward(act + d.hidden + <Py_ssize_t>q0 * F,
+                                   act + d.hidden_slope + <Py_ssize_t>q0 * F,
+                                   <Py_ssize_t>qn * F, d.activation)
+            linear_residual_forward(x_out + qc, act + d.hidden + <Py_ssize_t>q0 * F, lw + d.fc2,
+                                    act + d.x_mid + qc, qn, F, C)
+            t = lap(timers, T_MLP, t)
+            if l < d.L - 1:
+                continue
+            # x = norm(x) when final_norm (the head's input, head_in)
+            if d.final_norm:
+                _norm_forward(d, rows + d.xf + qc, rows + d.xf_hat + qc, rows + d.xf_scale + q0,
+                              rows + d.xs + <Py_ssize_t>d.L * R * C + qc,
+                              _gain(d, params, d.n_norms - 1), qn, C)
+                t = lap(timers, T_EMBED_NORM, t)
+            # logits = lm_head x (lm_head is wte when tied)
+            linear_forward(rows + d.logits + <Py_ssize_t>q0 * d.V, rows + d.head_in + qc,
+                           wt + d.lm_head, qn, C, d.V)
+            t = lap(timers, T_HEAD_LOSS, t)
+
+
+cdef inline void gpt_forward(const Dims* d, const floating* params, const floating* wt,
+                             floating* rows, floating* arena, const int* row_tok,
+                             const int* doc_rows, int ndocs, int r0,
+                             double* timers) noexcept nogil:
+    """Logits of rows r0 .. doc_rows[ndocs] - 1 into rows[logits].
+
+    Rows before r0 of a document must already be computed (the KV cache of
+    sampling); training passes r0 = doc_rows[0].
+    """
+    _forward(d, params, wt, rows, arena, row_tok, doc_rows, ndocs, r0, False, timers)
+
+
+cdef inline void gpt_forward_last(const Dims* d, const floating* params, const floating* wt,
+                                  floating* rows, floating* arena, const int* row_tok,
+                                  const int* doc_rows, int ndocs,
+                                  double* timers) noexcept nogil:
+    """The logits of each document's last row into rows[logits], the same bits as
+    gpt_forward gives it: the last layer computes the keys and values of every
+    row, and the rest (attention, MLP, head) only for the last rows, as
+    gpt_forward does for a row with the rows before it in the cache."""
+    _forward(d, params, wt, rows, arena, row_tok, doc_rows, ndocs, doc_rows[0], True, timers)
 
 
 cdef inline void gpt_losses(const Dims* d, floating* rows, const int* row_tgt,

@@ -116,11 +116,22 @@ def test_choose_refuses_what_choices_refuses():
 # The engines' calls over several samples, row by row
 
 
+ARCHS = {"original": {},
+         "options": dict(norm="layernorm", norm_gain=True, final_norm=True, activation="gelu",
+                         tie_embeddings=True, mlp_ratio=3),
+         "no emb_norm": dict(emb_norm=False, activation="silu", n_layer=2)}
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_many_windows_and_slots_give_each_ones_bits(kernel, dtype):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_many_windows_and_slots_give_each_ones_bits(kernel, dtype, arch):
+    """windows_probs (only the last rows past the last layer's keys and values) and
+    feed_probs (a KV cache per document) against window_probs (every row of
+    one window) and next_probs (document 0's cache), bit for bit."""
+    cfg = GPTConfig(**{**CFG.to_dict(), **ARCHS[arch]})
     threads = 2 if kernels.cpu_count() >= 2 else 1
-    model = CompiledGPT(CFG, peaked_params(CFG), dtype, threads=threads, batch_size=5,
+    model = CompiledGPT(cfg, peaked_params(cfg), dtype, threads=threads, batch_size=5,
                         kernel=kernel)
     gen = np.random.default_rng(1)
     for m in (T, 5, 1):
