@@ -103,8 +103,8 @@ def draw_texts(feed_probs, windows_probs, rng, block_size: int, group_size: int,
     samples = []
     for first in range(0, num_samples, group_size):
         n = min(group_size, num_samples - first)
-        uniforms = np.array([random() for _ in range(n * length)], np.float64)
-        uniforms = uniforms.reshape(n, length)
+        uniforms = np.fromiter((random() for _ in range(n * length)), np.float64,
+                               n * length).reshape(n, length)
         texts = np.empty((n, len(prompt) + length), np.intc)
         texts[:, :len(prompt)] = prompt
         fed = 0  # tokens of each text fed through feed_probs, at positions 0 .. fed - 1
