@@ -65,7 +65,7 @@ def choose(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     total = the last sum + 0.0 and returns bisect_right(sums, random() * total,
     0, V - 1); np.cumsum adds each row in the same order, and for weights >= 0
     the sums never decrease, so bisect_right is the count of sums[:V - 1] <=
-    the point. tests/test_sample.py holds this to random.choices itself.
+    the point. tests/test_batch_sampling.py holds this to random.choices itself.
     """
     sums = np.cumsum(weights, axis=-1)
     totals = sums[:, -1] + 0.0
