@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -98,34 +99,48 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores() -> int:
+def free_cores(looks: int = 3) -> int:
     """The cores of this process that other programs are not running on now
-    (Linux: /proc/loadavg and this process's threads, see cores_left_free);
-    cpu_count() where that cannot be read. A snapshot, for a first guess only."""
+    (Linux: /proc/loadavg and this process's threads, see cores_left_free), the
+    most of up to `looks` snapshots a millisecond apart (a program that only
+    passes by is seldom in all; a quiet machine needs one); cpu_count() where
+    that cannot be read. For a first guess."""
+    cores, free = cpu_count(), 0
     try:
-        with open("/proc/loadavg") as f:
-            loadavg = f.read()
-        states = []
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/stat") as f:
-                    states.append(f.read())
-            except OSError:  # a thread that has just ended
-                pass
-        return cores_left_free(cpu_count(), loadavg, states)
+        for look in range(looks):
+            if look:
+                time.sleep(1e-3)
+            with open("/proc/loadavg") as f:
+                loadavg = f.read()
+            states = []
+            if running_tasks(loadavg) > 1:  # else the caller alone: no need to look further
+                for task in os.listdir("/proc/self/task"):
+                    try:
+                        with open(f"/proc/self/task/{task}/stat") as f:
+                            states.append(f.read())
+                    except OSError:  # a thread that has just ended
+                        pass
+            free = max(free, cores_left_free(cores, loadavg, states))
+            if free == cores:
+                break
     except (OSError, ValueError, IndexError):
-        return cpu_count()
+        return cores
+    return free
+
+
+def running_tasks(loadavg: str) -> int:
+    """The runnable tasks of the whole machine, the reader among them: the
+    running count of /proc/loadavg ("1.0 0.5 0.2 3/250 1234": 3 of 250 tasks)."""
+    return int(loadavg.split()[3].split("/")[0])
 
 
 def cores_left_free(cores: int, loadavg: str, own_stats: list[str]) -> int:
-    """cores less the runnable tasks of other processes: the running count of
-    loadavg (/proc/loadavg: "1.0 0.5 0.2 3/250 1234", runnable/all tasks, the
-    reader among them) less this process's threads whose stat line
-    (/proc/self/task/*/stat) says R; at least 1."""
-    running = int(loadavg.split()[3].split("/")[0])
+    """cores less the runnable tasks of other processes: running_tasks(loadavg)
+    less this process's threads whose stat line (/proc/self/task/*/stat) says R
+    (the reader at least); at least 1."""
     # the state follows the command name in parentheses, which may hold spaces
     own = sum(stat.rsplit(")", 1)[1].split()[0] == "R" for stat in own_stats)
-    return max(1, cores - max(0, running - max(own, 1)))
+    return max(1, cores - max(0, running_tasks(loadavg) - max(own, 1)))
 
 
 def resolve_threads(requested: int | None, kernel: Kernel) -> int:

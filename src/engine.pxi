@@ -80,13 +80,20 @@ cdef extern from *:
     #include <omp.h>
     #define MICROGPT_FAST_BARRIER() _Pragma("omp barrier")
     #define MICROGPT_FAST_NUM_THREADS() omp_get_num_threads()
+    #define MICROGPT_FAST_RELEASE_IDLE() ((void)omp_pause_resource_all(omp_pause_soft))
     #else
     #define MICROGPT_FAST_BARRIER()
     #define MICROGPT_FAST_NUM_THREADS() 1
+    #define MICROGPT_FAST_RELEASE_IDLE()
     #endif
     """
     void barrier "MICROGPT_FAST_BARRIER"() noexcept nogil
     int num_threads "MICROGPT_FAST_NUM_THREADS"() noexcept nogil
+    # Ends the calling thread's idle OpenMP threads (the next parallel region
+    # with more than one starts new ones). An idle thread otherwise spins for
+    # milliseconds (GOMP_SPINCOUNT) before it sleeps: on a busy machine, on the
+    # core that a one-thread segment or the other program needs.
+    void release_idle_threads "MICROGPT_FAST_RELEASE_IDLE"() noexcept nogil
 
 cdef extern from "denormals.h" nogil:
     unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
@@ -320,6 +327,11 @@ cdef enum:
     PROBE_GAP_AFTER_SWITCH = 4
     PROBE_GAP_MAX = 128
     PROBE_HOLD_MAX = 400   # segments: a costly probe delays the next by at most ~2 s
+    # segments before the first probe of a model started on fewer threads beside
+    # busy programs: such a probe costs about 10 ms, a step or two whose barriers
+    # each wait for a thread the kernel has not scheduled; this keeps that within
+    # PROBE_BUDGET
+    BUSY_START_HOLD = 40
 cdef double SEGMENT_SECONDS = 0.005
 cdef double PROBE_SECONDS = 0.001
 # A probe of one thread more runs longer and must win by more: beside a program
@@ -330,6 +342,10 @@ cdef double PROBE_UP_SECONDS = 0.005
 cdef double SWITCH_MARGIN = 0.95   # a probe wins when its time per row is below this share
 cdef double SWITCH_MARGIN_UP = 0.9  # the same for a probe of more threads
 cdef double SLOWER_ALARM = 1.3     # a segment this much slower than its count's base probes
+# A segment stops after the step that ends past this many times its planned time
+# (the rest of its steps go to the next segment): beside a busy program a probe of
+# more threads planned for 5 ms could otherwise run 100 ms, a few ms a step.
+cdef double SEGMENT_OVERRUN = 3.0
 cdef double PROBE_BUDGET = 0.05    # the most of the time that losing probes may cost
 
 
@@ -346,6 +362,7 @@ cdef struct Adaptive:
                            # the gap or an alarm says (what the last probe cost)
     bint probe_down        # the next probe tries one thread fewer (where both exist)
     int forced_steps       # tests: segments of this many steps on counts n, n - 1, .. 1, n
+    int last_count         # threads of the last segment (its pool threads may spin)
 
 
 cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
@@ -363,14 +380,19 @@ cdef inline int _next_count(Adaptive* a, int n) noexcept nogil:
     return cur + 1
 
 
+cdef inline double _segment_seconds(const Adaptive* a, int count, bint probe) noexcept nogil:
+    """The time a segment on `count` threads is planned to take: SEGMENT_SECONDS,
+    or for a probe PROBE_SECONDS (PROBE_UP_SECONDS with more threads)."""
+    if probe:
+        return PROBE_UP_SECONDS if count > a.threads else PROBE_SECONDS
+    return SEGMENT_SECONDS
+
+
 cdef inline int _segment_steps(const Adaptive* a, int count, bint probe, double rows_per_step,
                                int left) noexcept nogil:
-    """Steps of the next segment on `count` threads: about SEGMENT_SECONDS of work,
-    or for a probe PROBE_SECONDS (PROBE_UP_SECONDS with more threads)."""
+    """Steps of the next segment on `count` threads: about _segment_seconds of work."""
     cdef double guess
-    cdef double seconds = SEGMENT_SECONDS
-    if probe:
-        seconds = PROBE_UP_SECONDS if count > a.threads else PROBE_SECONDS
+    cdef double seconds = _segment_seconds(a, count, probe)
     cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
     if a.forced_steps > 0:
         return min(a.forced_steps, left)
@@ -460,18 +482,20 @@ cdef void _transpose_all(const Workspace* ws, const floating* params,
             _transpose_rows(wt + b.matrix, params + b.matrix, b.nout, b.nin, b.o0, b.o1)
 
 
-cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating* wt,
-                         floating* m, floating* v, const int* tokens,
-                         const long long* starts, const long long* step_docs, long long step0,
-                         int B, const double* learning_rates, const AdamOptions* opt,
-                         const int* doc_rows, const int* groups, const int* bounds,
-                         int bounds_stride, double* doc_losses, int s0, int s1,
-                         bint copies_current) noexcept nogil:
+cdef int _train_segment(Workspace* ws, Schedule* sc, floating* params, floating* wt,
+                        floating* m, floating* v, const int* tokens,
+                        const long long* starts, const long long* step_docs, long long step0,
+                        int B, const double* learning_rates, const AdamOptions* opt,
+                        const int* doc_rows, const int* groups, const int* bounds,
+                        int bounds_stride, double* doc_losses, int s0, int s1,
+                        bint copies_current, double deadline) noexcept nogil:
     """Steps s0..s1-1 of a call (phases A to D each) on sc's threads, in one parallel
     region: step s's plan is doc_rows + s * (B + 1), groups + s * (GROUPS + 1),
     bounds + s * bounds_stride; its documents' losses go to doc_losses + s * B.
     wt holds the transposed params on entry, and again on return; so do the
-    other teams' copies when copies_current (else they are made first)."""
+    other teams' copies when copies_current (else they are made first).
+    Returns the steps run: fewer when a step ends past deadline (now()'s clock;
+    0: none)."""
     cdef int n_threads = sc.n_threads, n_teams = sc.n_teams, n_groups = sc.n_groups
     cdef const Team* teams = sc.teams
     cdef int s, th, k, t, me, granted, mine, i
@@ -488,6 +512,11 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
     cdef const int* ts          # this step's thread bounds
     cdef const int* dr          # this step's document rows
     cdef const int* gs          # this step's gradient groups
+    # shared by the threads (an element, not a variable: a parallel block makes
+    # every variable it assigns private): the step thread 0 saw end past the
+    # deadline, written before the barrier that ends Adam and read after phase D
+    cdef int last_step[1]
+    last_step[0] = s1 - 1
     with parallel(num_threads=n_threads):
         me = threadid()
         granted = num_threads()
@@ -504,7 +533,8 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
                                  ws.timers + th * N_TIMERS)
             if n_threads > n_teams:
                 barrier()
-        for s in range(s0, s1):
+        s = s0
+        while s <= last_step[0]:
             step = step0 + s
             ts = bounds + s * bounds_stride
             dr = doc_rows + s * (B + 1)
@@ -547,6 +577,8 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
                                 <floating>(1 - beta2 ** (step + 1)), <floating>eps,
                                 <floating>grad_scale, <floating>shrink,
                                 ws.timers + th * N_TIMERS)
+            if me == 0 and deadline > 0 and now() > deadline:
+                last_step[0] = s
             barrier()
             # D. every team's transposed copy of the new weights
             for i in range(mine):
@@ -556,7 +588,9 @@ cdef void _train_segment(Workspace* ws, Schedule* sc, floating* params, floating
                              params, ws.timers + th * N_TIMERS)
             if n_threads > n_teams:
                 barrier()
+            s = s + 1
         flush_denormals_end(fp_mode)
+    return last_step[0] + 1 - s0
 
 
 cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m, floating* v,
@@ -587,7 +621,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef bint adapting = n_threads > 1 and a.on
     cdef int s = 0, k, seg, count
     cdef bint copies_current = False  # the other teams' copies hold params
-    cdef double started
+    cdef double started, deadline
     while s < nsteps:
         count = _next_count(a, n_threads) if adapting else n_threads
         # the segment's plan on `count` threads
@@ -603,10 +637,17 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
                                      <double>doc_rows[s * (B + 1) + B], nsteps - s)
             k += 1
         schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[s * (B + 1) + B] // sc.n_groups)
+        if adapting and count == 1 and a.last_count > 1:
+            release_idle_threads()  # back to one thread: none left spinning
+        a.last_count = count
         started = now() if adapting else 0
-        _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
-                       learning_rates, opt, doc_rows, groups, bounds, count + 1, doc_losses,
-                       s, s + seg, copies_current)
+        deadline = 0
+        if adapting and a.forced_steps == 0 and seg > 1:
+            deadline = started + SEGMENT_OVERRUN * _segment_seconds(
+                a, count, count != min(a.threads, n_threads))
+        seg = _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
+                             learning_rates, opt, doc_rows, groups, bounds, count + 1,
+                             doc_losses, s, s + seg, copies_current, deadline)
         # phase D keeps every team's copy current (the copy of team 1 is the same
         # buffer for any count); nothing else writes the weights during a call
         copies_current = sc.n_teams > 1
@@ -1237,6 +1278,7 @@ cdef class Engine:
             a.threads = count
             a.probe_down = False
             a.probe_gap = PROBE_GAP_AFTER_SWITCH
+            a.hold = BUSY_START_HOLD
 
     def force_segments(self, int steps):
         """Tests: from now on train() runs segments of `steps` steps on n, n - 1, ..
