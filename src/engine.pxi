@@ -307,21 +307,25 @@ cdef inline void _team_copies(const WeightBlock* blocks, const Team* teams, int 
 
 
 # ---------------------------------------------------------------------------
-# The adaptive thread count of a training call (Workspace.adapt). Its steps run
-# in segments of about SEGMENT_SECONDS, each planned for its own thread count:
-# results are the same bits for any count. Each segment's seconds per row of
-# documents is measured. Every probe_gap segments a short one (a probe) runs on
-# one thread fewer (PROBE_SECONDS) or one more (PROBE_UP_SECONDS) than the count
-# in use, and the count whose time per row is lower is kept. A probe that confirms the count in
-# use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays for a
-# slower millisecond in about 0.6 s; a segment clearly slower than its count's
-# figure when that count was chosen (a competitor came) probes at once.
-# Beside a program that holds a core, a probe of more threads can cost tens of
-# milliseconds however short it is (each barrier waits for a thread the kernel
-# has not scheduled yet), so what a losing probe cost beyond the count in use
-# also holds off the next one until that is at most PROBE_BUDGET of the time.
-# A fresh engine may start on fewer threads than it has (start_threads: the
-# cores other programs were running on when training began).
+# The adaptive thread count of a training call (Workspace.adapt).
+# - Its steps run in segments of about SEGMENT_SECONDS, each planned for its
+#   own thread count: results are the same bits for any count. Each segment's
+#   seconds per row of documents is measured.
+# - Every probe_gap segments a short one (a probe) runs on one thread fewer
+#   (PROBE_SECONDS) or one more (PROBE_UP_SECONDS) than the count in use, and
+#   the count whose time per row is lower is kept. A probe that confirms the
+#   count in use doubles the gap (up to PROBE_GAP_MAX), so a quiet machine pays
+#   for a slower millisecond in about 0.6 s.
+# - A segment clearly slower than its count's figure when that count was chosen
+#   (a competitor came) probes at once.
+# - Beside a program that holds a core, a probe of more threads can cost tens
+#   of milliseconds however short it is planned (each barrier waits for a
+#   thread the kernel has not scheduled yet). So a segment stops once a step
+#   ends past SEGMENT_OVERRUN times its planned time, and what a losing probe
+#   cost beyond the count in use holds off the next one (hold) until that is at
+#   most PROBE_BUDGET of the time.
+# - A fresh engine may start on fewer threads than it has (start_threads: the
+#   cores that other programs leave free when training begins).
 cdef enum:
     PROBE_GAP_FIRST = 2
     PROBE_GAP_AFTER_SWITCH = 4
