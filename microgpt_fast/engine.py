@@ -36,7 +36,9 @@ class CompiledGPT:
     threads: see kernels.resolve_threads, never more than batch_size (a thread
     owns whole documents); batch_size: the most documents a step trains.
     adapt_threads: train() runs on fewer threads while that measures faster
-    (see Adaptive in src/engine.pxi); any count gives the same bits.
+    (see Adaptive in src/engine.pxi), starting from the cores other programs
+    leave free; evaluation and text sampling use the count it chose. Any count
+    gives the same bits.
     """
 
     def __init__(self, config: GPTConfig, params, dtype: str = "float64",
@@ -61,7 +63,7 @@ class CompiledGPT:
             c.tie_embeddings, c.emb_norm, bool(adapt_threads))
         self.engine.set_params(given)
         self.adapt_threads = bool(adapt_threads)
-        self._fresh = True  # train() has not run yet
+        self._fresh = True  # nothing has run yet (_first_use)
 
     @property
     def kernel_name(self) -> str:
@@ -130,14 +132,18 @@ class CompiledGPT:
             raise ValueError(f"steps {step0}..{step0 + num_steps} outside 0..{total_steps}")
         docs, doc_ids = data.batches(step0, num_steps, self.batch_size)
         self._check_dataset(docs)
-        if self._fresh and self.adapt_threads and self.threads > 1:
-            # beside busy programs, do not start on cores they hold
-            self.engine.start_threads(min(self.threads, free_cores()))
-        self._fresh = False
+        self._first_use()
         return self.engine.train(docs.tokens, docs.starts, doc_ids, step0,
                                  adam.learning_rates(step0, num_steps, total_steps),
                                  float(adam.beta1), float(adam.beta2), float(adam.eps),
                                  float(adam.weight_decay), float(adam.grad_clip))
+
+    def _first_use(self) -> None:
+        """Beside busy programs, start on the cores they leave free (training then
+        adapts the count; evaluation and sampling use the count it chose)."""
+        if self._fresh and self.adapt_threads and self.threads > 1:
+            self.engine.start_threads(min(self.threads, free_cores()))
+        self._fresh = False
 
     def loss_and_grad(self, data: Dataset, doc_ids) -> tuple[float, np.ndarray]:
         """Loss of the documents doc_ids (one batch) and its gradient (P,), no update."""
@@ -148,6 +154,7 @@ class CompiledGPT:
     def evaluate(self, data: Dataset, doc_ids) -> np.ndarray:
         """Each document's mean position loss, float64 (len(doc_ids),); no gradient."""
         self._check_dataset(data)
+        self._first_use()
         return self.engine.evaluate(data.tokens, data.starts, self._check_doc_ids(data, doc_ids))
 
     def apply_adam(self, grad, step: int, total_steps: int, adam: Adam = Adam()) -> None:
@@ -247,6 +254,7 @@ class CompiledGPT:
         """Token ids of num_samples text samples, each the prompt's, then length
         drawn: the same as sample_text num_samples times on rng, computed
         batch_size samples at a time; see sampling.draw_texts."""
+        self._first_use()
         return draw_texts(self.feed_probs_fn(temperature), self.windows_probs_fn(temperature),
                           rng, self.config.block_size, self.batch_size, prompt, length,
                           num_samples, top_k)

@@ -718,11 +718,18 @@ cdef int _loss_and_grad(Workspace* ws, const floating* params, const floating* w
     return 0
 
 
+cdef inline int _pass_threads(const Workspace* ws) noexcept nogil:
+    """Threads of a forward pass without training (evaluation, sampling): the
+    count training last chose where it adapts (fewer beside busy programs),
+    else all."""
+    return ws.adapt.threads if ws.adapt.on else ws.max_threads
+
+
 cdef int _evaluate(Workspace* ws, const floating* params, const floating* wt,
                    const int* tokens, const long long* starts, const long long* doc_ids, int B,
                    double* doc_losses) noexcept nogil:
     """Phase A without gradients: each document's mean loss; -1 when out of memory."""
-    cdef int n_threads = min(ws.max_threads, B), th, me, granted, mine, i
+    cdef int n_threads = min(_pass_threads(ws), B), th, me, granted, mine, i
     cdef int* doc_rows = <int*>malloc((B + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))
     if doc_rows == NULL or bounds == NULL:
@@ -764,7 +771,7 @@ cdef int _feed_slots(Workspace* ws, const floating* params, const floating* wt, 
     """Position pos of documents j = 0..n-1 (document j owns rows j*T .., its token
     already in row_ints, its positions < pos computed: the KV cache), then
     softmax(logits / temperature) of each into probs (n, V); -1 when out of memory."""
-    cdef int n_threads = min(ws.max_threads, n), th, me, granted, mine, i, j
+    cdef int n_threads = min(_pass_threads(ws), n), th, me, granted, mine, i, j
     cdef const Dims* d = &ws.d
     cdef int* doc_rows = <int*>malloc(2 * <size_t>n * sizeof(int))  # document j's: 2j, 2j + 1
     if doc_rows == NULL:
@@ -798,7 +805,7 @@ cdef int _windows(Workspace* ws, const floating* params, const floating* wt, int
     of memory. Only the last positions' logits are wanted, so past the last
     layer's keys and values only they are computed (gpt_forward_last): a
     fifth less work at 4 layers."""
-    cdef int n_threads = min(ws.max_threads, n), th, me, granted, mine, i, j, b0, b1
+    cdef int n_threads = min(_pass_threads(ws), n), th, me, granted, mine, i, j, b0, b1
     cdef const Dims* d = &ws.d
     cdef int* doc_rows = <int*>malloc((n + 1) * sizeof(int))
     cdef int* bounds = <int*>malloc((n_threads + 1) * sizeof(int))

@@ -221,6 +221,23 @@ def test_training_starts_on_the_free_cores(names_ds, monkeypatch):
     assert quiet.engine.thread_use()["now"] == now
 
 
+def test_evaluation_and_samples_on_the_chosen_count(names_ds, monkeypatch):
+    """Evaluation and text samples run on the count training chose (here one
+    thread, as beside a busy program) with the bits of all threads."""
+    cfg = GPTConfig(vocab_size=names_ds.vocab_size, n_embd=8, n_head=2)
+    params = init_params(cfg, random.Random(0))
+    monkeypatch.setattr(engine_module, "free_cores", lambda: 1)
+    chosen = CompiledGPT(cfg, params, "float32", threads=2, batch_size=4)
+    every = CompiledGPT(cfg, params, "float32", threads=2, batch_size=4, adapt_threads=False)
+    if chosen.threads < 2:
+        pytest.skip("needs two threads (two cores and OpenMP)")
+    ids = list(range(30, 34))
+    assert np.array_equal(chosen.evaluate(names_ds, ids), every.evaluate(names_ds, ids))
+    assert chosen.engine.thread_use()["now"] == 1
+    draws = [m.sample_texts(random.Random(3), 0.7, [1, 2], 20, 5) for m in (chosen, every)]
+    assert draws[0] == draws[1]
+
+
 def test_thread_shares_that_cut_a_matrix_give_identical_bits(names_ds, monkeypatch):
     """At n_embd 32 each weight matrix spans two blocks; one thread computes a
     matrix's gradient in one product, while in a team of two threads a share may
