@@ -87,14 +87,25 @@ int main(void) {
 }
 """
 
+# omp_pause_resource_all (OpenMP 5.0; libgomp since GCC 9) lets training end an
+# idle thread instead of leaving it spinning; older runtimes build without it
+OPENMP_PAUSE_TEST = r"""
+#include <omp.h>
+int main(void) {
+    #pragma omp parallel
+    { }
+    return omp_pause_resource_all(omp_pause_soft) == 0 ? 0 : 1;
+}
+"""
 
-def compiler_has_openmp(compiler) -> bool:
-    """Compile and link a small OpenMP program with the extension's compiler."""
+
+def compiler_has_openmp(compiler, program: str = OPENMP_TEST) -> bool:
+    """Compile, link and run a small OpenMP program with the extension's compiler."""
     tmp = tempfile.mkdtemp(prefix="microgpt_fast_omp_")
     try:
         source = os.path.join(tmp, "omp_test.c")
         with open(source, "w") as f:
-            f.write(OPENMP_TEST)
+            f.write(program)
         objects = compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
         compiler.link_executable(objects, "omp_test", output_dir=tmp,
                                  extra_postargs=["-fopenmp"])
@@ -188,10 +199,13 @@ class BuildExt(build_ext):
             print("WARNING: the C compiler has no OpenMP support: building "
                   "single-threaded", file=sys.stderr)
         translate(self.extensions)
+        has_pause = use_openmp and compiler_has_openmp(self.compiler, OPENMP_PAUSE_TEST)
         for ext in self.extensions:
             if use_openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
+            if use_openmp and not has_pause:
+                ext.define_macros.append(("MICROGPT_FAST_NO_OMP_PAUSE", "1"))
         # build/modules/ decides what is up to date, not the target's time stamp
         self.force = True
         super().build_extensions()

@@ -80,7 +80,11 @@ cdef extern from *:
     #include <omp.h>
     #define MICROGPT_FAST_BARRIER() _Pragma("omp barrier")
     #define MICROGPT_FAST_NUM_THREADS() omp_get_num_threads()
+    #ifndef MICROGPT_FAST_NO_OMP_PAUSE
     #define MICROGPT_FAST_RELEASE_IDLE() ((void)omp_pause_resource_all(omp_pause_soft))
+    #else  /* an OpenMP runtime before 5.0 (setup.py): the thread spins, then sleeps */
+    #define MICROGPT_FAST_RELEASE_IDLE()
+    #endif
     #else
     #define MICROGPT_FAST_BARRIER()
     #define MICROGPT_FAST_NUM_THREADS() 1
