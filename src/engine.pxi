@@ -396,11 +396,10 @@ cdef inline double _segment_seconds(const Adaptive* a, int count, bint probe) no
     return SEGMENT_SECONDS
 
 
-cdef inline int _segment_steps(const Adaptive* a, int count, bint probe, double rows_per_step,
-                               int left) noexcept nogil:
-    """Steps of the next segment on `count` threads: about _segment_seconds of work."""
+cdef inline int _segment_steps(const Adaptive* a, int count, double seconds,
+                               double rows_per_step, int left) noexcept nogil:
+    """Steps of the next segment on `count` threads: about `seconds` of work."""
     cdef double guess
-    cdef double seconds = _segment_seconds(a, count, probe)
     cdef double per_row = a.per_row[count] if a.per_row[count] > 0 else a.per_row[a.threads]
     if a.forced_steps > 0:
         return min(a.forced_steps, left)
@@ -629,9 +628,11 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
     cdef bint adapting = n_threads > 1 and a.on
     cdef int s = 0, k, seg, count
     cdef bint copies_current = False  # the other teams' copies hold params
-    cdef double started, deadline
+    cdef double started, deadline, planned = 0
     while s < nsteps:
         count = _next_count(a, n_threads) if adapting else n_threads
+        if adapting:  # a probe when the count is not the one in use
+            planned = _segment_seconds(a, count, count != min(a.threads, n_threads))
         # the segment's plan on `count` threads
         schedule_init(&sc, count, B, ws.adam_first, ws.shares)
         seg = nsteps - s
@@ -640,9 +641,9 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
             plan_step(&ws.d, starts, step_docs + k * B, B, sc.teams, sc.n_teams,
                       doc_rows + k * (B + 1), groups + k * (GROUPS + 1),
                       bounds + k * (count + 1))
-            if k == s and adapting:  # about SEGMENT_SECONDS of steps like the first
-                seg = _segment_steps(a, count, count != min(a.threads, n_threads),
-                                     <double>doc_rows[s * (B + 1) + B], nsteps - s)
+            if k == s and adapting:  # about `planned` seconds of steps like the first
+                seg = _segment_steps(a, count, planned, <double>doc_rows[s * (B + 1) + B],
+                                     nsteps - s)
             k += 1
         schedule_blocks(&sc, ws.blocks, ws.n_blocks, doc_rows[s * (B + 1) + B] // sc.n_groups)
         if adapting and count == 1 and a.last_count > 1:
@@ -651,8 +652,7 @@ cdef int _train_steps(Workspace* ws, floating* params, floating* wt, floating* m
         started = now() if adapting else 0
         deadline = 0
         if adapting and a.forced_steps == 0 and seg > 1:
-            deadline = started + SEGMENT_OVERRUN * _segment_seconds(
-                a, count, count != min(a.threads, n_threads))
+            deadline = started + SEGMENT_OVERRUN * planned
         seg = _train_segment(ws, &sc, params, wt, m, v, tokens, starts, step_docs, step0, B,
                              learning_rates, opt, doc_rows, groups, bounds, count + 1,
                              doc_losses, s, s + seg, copies_current, deadline)
