@@ -28,6 +28,11 @@ from .kernels import Kernel, free_cores, load_kernel, resolve_threads
 from .sampling import draw, draw_texts
 
 
+def _check_temperature(temperature: float) -> None:
+    if not 0 < temperature < np.inf:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+
+
 class CompiledGPT:
     """A model on a compiled kernel variant.
 
@@ -172,8 +177,7 @@ class CompiledGPT:
         """A function next_probs(token, pos) -> float64 (V,): feed token at position
         pos (the engine's KV cache holds positions < pos) and return
         softmax(logits / temperature), computed in compiled code."""
-        if not 0 < temperature < np.inf:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        _check_temperature(temperature)
         probs = np.empty(self.config.vocab_size, np.float64)
 
         def next_probs(token: int, pos: int) -> np.ndarray:
@@ -186,8 +190,7 @@ class CompiledGPT:
         """A function window_probs(tokens) -> float64 (V,): a fresh forward pass over
         tokens (1 to block_size ids) at positions 0, 1, ..., and softmax(logits /
         temperature) of the last, computed in compiled code."""
-        if not 0 < temperature < np.inf:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        _check_temperature(temperature)
         probs = np.empty(self.config.vocab_size, np.float64)
 
         def window_probs(tokens) -> np.ndarray:
@@ -203,8 +206,7 @@ class CompiledGPT:
         cache (which holds its positions < pos) and return softmax(logits /
         temperature) of each; sample j's row is what next_probs would give it
         alone. The array is reused by the next call."""
-        if not 0 < temperature < np.inf:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        _check_temperature(temperature)
         V = self.config.vocab_size
         out = np.empty((self.batch_size, V), np.float64)
 
@@ -221,8 +223,7 @@ class CompiledGPT:
         row of windows (n, m), n <= batch_size, m <= block_size, in one call over
         the threads, each row's result the same bits as window_probs gives it.
         The array is reused by the next call."""
-        if not 0 < temperature < np.inf:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        _check_temperature(temperature)
         V = self.config.vocab_size
         out = np.empty((self.batch_size, V), np.float64)
 
