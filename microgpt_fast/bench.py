@@ -14,9 +14,10 @@
 
 Every configuration is timed in the same run: the reference on the first few
 steps, each compiled row over --steps steps after a warm-up, as the median of
---repeats runs. The machine's peak is a large numpy float32 matrix product
-with the same thread count, measured in the same run (the best of 5 after a
-warm-up). A row whose repeats differ by more than 20% is flagged: a busy machine.
+--repeats runs. The machine's peak, on the same thread count and in the same
+run, is the larger of a large numpy float32 matrix product and a loop of
+independent FMAs in the widest variant this CPU runs (peak.py; each the best
+of 5 after a warm-up). A row whose repeats differ by more than 20% is flagged: a busy machine.
 
 FLOP count (analytic, per document of n trained positions, one layer of
 width C, F = 4C, vocabulary V):
@@ -86,7 +87,7 @@ from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
                       load_kernel, profiling_built)
 from .paths import check_output
-from .peak import peak_measurement
+from .peak import fma_peak, matmul_peak
 from .plots import plot_bench, pyplot
 from .reference import ReferenceGPT
 
@@ -105,7 +106,7 @@ class Row:
     us_per_doc: float
     tokens_per_s: float
     gflops: float
-    peak_pct: float      # of the numpy float32 peak at the same thread count
+    peak_pct: float      # of the float32 peak at the same thread count (peak.py)
     speedup_step: float  # reference us/step (same shape, batch 1) / us/step
     speedup_doc: float   # reference us/doc (same shape) / us/doc
     speedup_original: float = math.nan  # original us/step / us/step (exact mode, --original)
@@ -119,6 +120,9 @@ class Row:
 # repeats that differ by more than this were disturbed (a busy machine): the
 # table flags their row, and the peak line its thread count
 SPREAD_FLAG = 0.2
+
+# the two measurements of the machine's peak (peak.py), as the peak lines name them
+PEAK_SOURCES = {"fma": "FMA loop", "matmul": "numpy matmul"}
 
 
 def train_flops(cfg: GPTConfig, n: int) -> float:
@@ -535,14 +539,18 @@ def run(args, out=None) -> dict:
     if capped:
         print(f"threads: {', '.join(map(str, capped))} capped to {cpu_count()}, the cores "
               f"of this machine", file=out)
-    # numpy's peak for the same thread counts (BLAS with 64 threads on 2 cores only crawls)
-    measured = {t: peak_measurement(t, args.peak_size) for t in sorted(set(threads) | {1})}
-    peaks = {t: p for t, (p, _) in measured.items()}
-    print("peak float32 GFLOP/s (numpy matmul, best of 5 after a warm-up): "
-          + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}"
-                      + (f" (! spread {100 * sp:.0f}%)" if sp > SPREAD_FLAG else "")
-                      for t, (p, sp) in measured.items()),
-          file=out)
+    # the peaks for the same thread counts (BLAS with 64 threads on 2 cores only crawls)
+    counts = sorted(set(threads) | {1})
+    measured = {"fma": {t: fma_peak(t) for t in counts},
+                "matmul": {t: matmul_peak(t, args.peak_size) for t in counts}}
+    peaks = {t: max(m[t][0] for m in measured.values()) for t in counts}
+    print("peak float32 GFLOP/s (best of 5 after a warm-up; %peak is of the larger):", file=out)
+    for source, by_count in measured.items():
+        print(f"  {PEAK_SOURCES[source] + ':':<14}"
+              + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f}"
+                          + (f" (! spread {100 * sp:.0f}%)" if sp > SPREAD_FLAG else "")
+                          for t, (p, sp) in by_count.items()),
+              file=out)
 
     reference = {}  # n_embd -> (s/step, s/position)
     widths = ([16] if not args.no_exact else []) + list(args.n_embd)
@@ -571,7 +579,7 @@ def run(args, out=None) -> dict:
         ref = reference.get(cfg.n_embd) if ref_shape else None
         ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
         peak = peaks.get(nthreads) or peaks.setdefault(
-            nthreads, peak_measurement(nthreads, args.peak_size)[0])
+            nthreads, max(matmul_peak(nthreads, args.peak_size)[0], fma_peak(nthreads)[0]))
         gflops = flops / seconds / 1e9
         rows.append(Row(engine, dtype, nthreads, batch, cfg.n_embd, cfg.n_layer, cfg.block_size,
                         steps, us_step, us_doc, len(positions) and sum(positions) / seconds,
@@ -650,7 +658,8 @@ def run(args, out=None) -> dict:
     print(file=out)
     print_table(rows, out)
     result = {"rows": [asdict(r) for r in rows], "peak_gflops": peaks,
-              "peak_spread": {t: sp for t, (_, sp) in measured.items()},
+              **{f"{source}_peak": {t: {"gflops": p, "spread": sp} for t, (p, sp) in by.items()}
+                 for source, by in measured.items()},
               "threads_capped": capped}
     if original is not None:
         result["original"] = {"path": args.original, "ms_per_step": original * 1e3,

@@ -1,7 +1,14 @@
-"""The machine's float32 peak, as a large numpy matrix product achieves it.
+"""The machine's float32 peak: the larger of two measurements on the same threads.
 
     >>> from microgpt_fast.peak import peak_gflops
     >>> peak_gflops(threads=1)      # GFLOP/s of one core
+
+- matmul_peak: a large numpy float32 matrix product, what a tuned BLAS gets.
+- fma_peak: a loop of independent vector FMAs (src/fma_peak.h) in the widest
+  kernel variant this CPU runs, the most multiply-adds the cores can issue.
+  It is the ceiling where the BLAS does not know the CPU: OpenBLAS runs its
+  256-bit Haswell kernel on CPUs newer than its tables (an AVX-512 Zen 5 among
+  them), at half of what the cores can do.
 
 numpy's BLAS runs its own threads; their count is set for the measurement
 with threadpoolctl when it is installed, else through OpenBLAS's
@@ -15,6 +22,8 @@ import ctypes
 import time
 
 import numpy as np
+
+from .kernels import available_kernels, load_kernel
 
 
 def _openblas_setters():
@@ -61,7 +70,7 @@ def blas_threads(n: int):
             put(old)
 
 
-def peak_measurement(threads: int, n: int = 2048, repeats: int = 5) -> tuple[float, float]:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> tuple[float, float]:
     """(GFLOP/s, spread) of an (n, n) x (n, n) float32 product on `threads` threads:
     the best of `repeats` timed products after a warm-up one, since a peak is what
     the machine can do and anything slower was slowed by something else; spread is
@@ -79,7 +88,29 @@ def peak_measurement(threads: int, n: int = 2048, repeats: int = 5) -> tuple[flo
     return 2.0 * n ** 3 / min(times) / 1e9, (max(times) - min(times)) / min(times)
 
 
+def fma_peak(threads: int, repeats: int = 5, seconds: float = 0.02) -> tuple[float, float]:
+    """(GFLOP/s, spread) of fma_peak.h's loop on `threads` threads at once, in the
+    widest variant this CPU runs: rounds enough for about `seconds` a run, the
+    best of `repeats` runs after a warm-up one (the spread as in matmul_peak)."""
+    loop = load_kernel(available_kernels()[-1]).module.fma_loop
+    rounds = 1024
+    while True:  # warm-up and calibration: a quarter of the time at least
+        t0 = time.perf_counter()
+        loop(threads, rounds)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds / 4:
+            break
+        rounds *= 4
+    rounds = max(1, round(rounds * seconds / elapsed))
+    times, flop = [], 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        flop = loop(threads, rounds)
+        times.append(time.perf_counter() - t0)
+    return flop / min(times) / 1e9, (max(times) - min(times)) / min(times)
+
+
 def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an (n, n) x (n, n) float32 product on `threads` threads, the best
-    of `repeats` after a warm-up (see peak_measurement)."""
-    return peak_measurement(threads, n, repeats)[0]
+    """The machine's float32 GFLOP/s on `threads` threads: the larger of the numpy
+    product of two (n, n) matrices and the FMA loop, each the best of `repeats`."""
+    return max(matmul_peak(threads, n, repeats)[0], fma_peak(threads, repeats)[0])

@@ -99,6 +99,11 @@ cdef extern from *:
     # core that a one-thread segment or the other program needs.
     void release_idle_threads "MICROGPT_FAST_RELEASE_IDLE"() noexcept nogil
 
+cdef extern from "fma_peak.h" nogil:
+    double mg_fma_loop_f32(long rounds)
+    int MG_FMA_CHAINS
+    int MG_LANES_f32
+
 cdef extern from "denormals.h" nogil:
     unsigned int flush_denormals_begin "mg_flush_denormals_begin"()
     void flush_denormals_end "mg_flush_denormals_end"(unsigned int old)
@@ -112,6 +117,20 @@ def openmp_enabled():
 def profiling_enabled():
     """True for the profiling variants, whose op-group timers are compiled in."""
     return bool(PROFILE)
+
+
+def fma_loop(int threads, long rounds):
+    """Runs fma_peak.h's loop of independent float32 FMAs, `rounds` rounds, on each
+    of up to `threads` threads at once (the machine's ceiling for this variant's
+    vector width; peak.py times it). Returns the FLOP done, 2 per multiply-add,
+    counted over the threads OpenMP granted."""
+    cdef double[::1] sums = np.zeros(max(threads, 1))
+    cdef int ran = 0
+    with nogil, parallel(num_threads=threads):
+        sums[threadid()] = mg_fma_loop_f32(rounds)
+    for i in range(sums.shape[0]):
+        ran += sums[i] != 0  # each chain's sum stays near 1: a thread that ran is > 0
+    return 2.0 * ran * rounds * MG_FMA_CHAINS * MG_LANES_f32
 
 
 # Names of the timer slots read_timers returns (timers.pxd).

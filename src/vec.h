@@ -1,5 +1,5 @@
-/* The vector width of the C helpers (gemm.h, vexp.h, verf.h, activation.h, transpose.h),
- * in one place.
+/* The vector width of the C helpers (gemm.h, vexp.h, verf.h, activation.h, transpose.h,
+ * fma_peak.h), in one place.
  *
  * The compiler's target picks it: with AVX-512 (__AVX512F__) 512-bit vectors,
  * with AVX2 and FMA 256-bit ones; elsewhere MG_VEC is 0, gemm.h, vexp.h and

@@ -66,9 +66,36 @@ def test_peak_is_the_best_repeat_and_reports_the_spread(monkeypatch):
     stamps = iter([0.0, 2.0, 10.0, 11.0, 20.0, 24.0, 30.0, 31.5, 40.0, 43.0])
     fake_clock = stamps.__next__
     monkeypatch.setattr(peak.time, "perf_counter", fake_clock)
-    gflops, spread = peak.peak_measurement(1, n=8, repeats=5)
+    gflops, spread = peak.matmul_peak(1, n=8, repeats=5)
     assert gflops == pytest.approx(2 * 8 ** 3 / 1.0 / 1e9)
     assert spread == pytest.approx((4.0 - 1.0) / 1.0)
+
+
+# float32 lanes of each variant's vectors (vec.h): 0 for a variant without them
+FMA_LANES = {"novec": 1, "generic": 1, "avx2": 8, "avx512": 16}
+
+
+@pytest.mark.parametrize("name", available_kernels())
+def test_fma_loop_counts_the_multiply_adds_of_its_vector_width(name):
+    """fma_peak.h's loop does rounds x 12 chains x lanes multiply-adds per thread,
+    2 FLOP each, on as many threads as OpenMP grants (at most the ones asked)."""
+    loop = load_kernel(name).module.fma_loop
+    assert loop(1, 10) == 2 * 10 * 12 * FMA_LANES[name]
+    two = loop(2, 10) / (2 * 10 * 12 * FMA_LANES[name])
+    assert two == (2 if load_kernel(name).module.openmp_enabled() else 1)
+
+
+def test_the_peak_is_the_larger_of_the_fma_loop_and_the_product(monkeypatch):
+    monkeypatch.setattr(peak, "matmul_peak", lambda threads, n, repeats: (100.0, 0.0))
+    monkeypatch.setattr(peak, "fma_peak", lambda threads, repeats: (250.0, 0.1))
+    assert peak.peak_gflops(1) == 250.0
+    monkeypatch.setattr(peak, "matmul_peak", lambda threads, n, repeats: (300.0, 0.0))
+    assert peak.peak_gflops(1) == 300.0
+
+
+def test_fma_peak_is_a_rate_of_the_widest_variant():
+    gflops, spread = peak.fma_peak(1, repeats=2, seconds=0.002)
+    assert gflops > 0 and spread >= 0
 
 
 def test_rows_with_a_large_spread_are_flagged():
