@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import importlib
 import json
 import math
@@ -133,13 +134,23 @@ def train_flops(cfg: GPTConfig, n: int) -> float:
 
 
 def time_reference(ds, cfg: GPTConfig, steps: int):
-    """Seconds per step and per position of the reference on steps 0..steps-1, batch 1."""
-    model = ReferenceGPT(cfg, init_params(cfg, random.Random(0)))
+    """Seconds per step and per position of the reference on steps 0..steps-1, batch 1.
+
+    The objects this process holds before (the bench's modules, numpy, PyTorch
+    under --torch, the data) are frozen out of the garbage collector's passes
+    while it runs (gc.freeze), as a process running the reference alone would
+    not hold them: each collection during its scalar graph's growth walked them
+    all, and with PyTorch imported a step took twice as long."""
     docs, ids = ds.batches(0, steps, 1)
-    t0 = time.perf_counter()
-    for s in range(steps):
-        model.train_step([docs.doc_tokens(int(ids[s]))], s, steps)
-    seconds = time.perf_counter() - t0
+    gc.freeze()
+    try:
+        model = ReferenceGPT(cfg, init_params(cfg, random.Random(0)))
+        t0 = time.perf_counter()
+        for s in range(steps):
+            model.train_step([docs.doc_tokens(int(ids[s]))], s, steps)
+        seconds = time.perf_counter() - t0
+    finally:
+        gc.unfreeze()
     positions = int(ds.positions(cfg.block_size, 1, 0, steps).sum())
     return seconds / steps, seconds / positions
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import importlib.util
 import io
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from microgpt_fast import bench, peak
+from microgpt_fast.config import GPTConfig
 from microgpt_fast.kernels import (VARIANTS, KernelError, available_kernels, cpu_count,
                                    load_kernel)
 
@@ -71,7 +73,25 @@ def test_peak_is_the_best_repeat_and_reports_the_spread(monkeypatch):
     assert spread == pytest.approx((4.0 - 1.0) / 1.0)
 
 
-# float32 lanes of each variant's vectors (vec.h): 0 for a variant without them
+def test_the_reference_is_timed_with_the_earlier_objects_frozen_out_of_gc(monkeypatch,
+                                                                          names_ds):
+    """The bench's own objects (PyTorch's among them) stay out of the collector's
+    passes while the reference runs, and are handed back after it."""
+    seen = []
+    train_step = bench.ReferenceGPT.train_step
+
+    def recording(self, *args, **kwargs):
+        seen.append(gc.get_freeze_count())
+        return train_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.ReferenceGPT, "train_step", recording)
+    before = gc.get_freeze_count()
+    bench.time_reference(names_ds, GPTConfig(vocab_size=names_ds.vocab_size, n_embd=4), 2)
+    assert len(seen) == 2 and min(seen) > before
+    assert gc.get_freeze_count() == before
+
+
+# float32 lanes of each variant's vectors (vec.h): 1 for a variant without them
 FMA_LANES = {"novec": 1, "generic": 1, "avx2": 8, "avx512": 16}
 
 
