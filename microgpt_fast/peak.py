@@ -92,6 +92,8 @@ def fma_peak(threads: int, repeats: int = 5, seconds: float = 0.02) -> tuple[flo
     """(GFLOP/s, spread) of fma_peak.h's loop on `threads` threads at once, in the
     widest variant this CPU runs: rounds enough for about `seconds` a run, the
     best of `repeats` runs after a warm-up one (the spread as in matmul_peak)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     loop = load_kernel(available_kernels()[-1]).module.fma_loop
     rounds = 1024
     while True:  # warm-up and calibration: a quarter of the time at least

@@ -124,7 +124,9 @@ def fma_loop(int threads, long rounds):
     of up to `threads` threads at once (the machine's ceiling for this variant's
     vector width; peak.py times it). Returns the FLOP done, 2 per multiply-add,
     counted over the threads OpenMP granted."""
-    cdef double[::1] sums = np.zeros(max(threads, 1))
+    if threads < 1 or rounds < 0:
+        raise ValueError(f"need threads >= 1 and rounds >= 0, got {threads} and {rounds}")
+    cdef double[::1] sums = np.zeros(threads)
     cdef int ran = 0
     with nogil, parallel(num_threads=threads):
         sums[threadid()] = mg_fma_loop_f32(rounds)

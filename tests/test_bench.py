@@ -105,6 +105,15 @@ def test_fma_loop_counts_the_multiply_adds_of_its_vector_width(name):
     assert two == (2 if load_kernel(name).module.openmp_enabled() else 1)
 
 
+@pytest.mark.parametrize("threads, rounds", [(0, 10), (-1, 10), (1, -1)])
+def test_fma_loop_refuses_bad_counts(threads, rounds):
+    with pytest.raises(ValueError, match="need threads >= 1 and rounds >= 0"):
+        load_kernel().module.fma_loop(threads, rounds)
+    if rounds >= 0:
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            peak.fma_peak(threads)
+
+
 def test_the_peak_is_the_larger_of_the_fma_loop_and_the_product(monkeypatch):
     monkeypatch.setattr(peak, "matmul_peak", lambda threads, n, repeats: (100.0, 0.0))
     monkeypatch.setattr(peak, "fma_peak", lambda threads, repeats: (250.0, 0.1))
