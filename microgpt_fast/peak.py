@@ -103,7 +103,7 @@ def fma_peak(threads: int, repeats: int = 5, seconds: float = 0.02) -> tuple[flo
         if elapsed >= seconds / 4:
             break
         rounds *= 4
-    rounds = max(1, round(rounds * seconds / elapsed))
+    rounds = max(1, round(rounds * seconds / max(elapsed, 1e-9)))
     times, flop = [], 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
