@@ -17,8 +17,9 @@
  * registers across its k loop; the last rows take at most two tiles
  * (7 = 4 + 3 on AVX2). Columns are the outer loop,
  * so one panel of B (KC rows by 2 vectors) stays in L1 while every row of A
- * passes over it; a strided A is first packed, KC depths of MP rows at a time,
- * into a contiguous buffer on the stack. Elsewhere a plain loop that the
+ * passes over it (copied to contiguous rows first where B's row stride is a
+ * multiple of 4 KB); a strided A is first packed, KC depths of MP rows at a
+ * time, into a contiguous buffer on the stack. Elsewhere a plain loop that the
  * compiler vectorizes as far as its flags allow.
  */
 #ifndef MICROGPT_FAST_GEMM_H
@@ -31,6 +32,12 @@
 
 #define MG_KC 256  /* depths per block */
 #define MG_MP 32   /* rows of A packed at a time */
+/* A B whose row stride is a multiple of 4 KB (1024 floats: the MLP of n_embd 256)
+   puts every row of a column panel in the same few L1 sets, so the panel cannot
+   stay in L1 while the rows of A pass over it; from MG_PACK_B_ROWS rows of A on,
+   the panel is copied to contiguous rows first (the same numbers, the same sums). */
+#define MG_ALIASING_STRIDE 4096
+#define MG_PACK_B_ROWS 32
 
 #if MG_VEC
 /* MR rows x 2 vectors of accumulators: 16 of AVX-512's 32 registers, 12 of AVX2's 16 */
@@ -104,6 +111,18 @@ mg_block_impl_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sa
                   const T* b, ptrdiff_t ldb, int M, int N, int K, int accumulate) {        \
     const int L = MG_LANES_##S;                                                            \
     int n = 0;                                                                             \
+    if (M >= MG_PACK_B_ROWS && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0) {  \
+        /* B's rows share L1 sets: copy each full panel to contiguous rows first */        \
+        T panel[MG_KC * 2 * MG_LANES_##S] __attribute__((aligned(64)));                   \
+        for (; n + 2 * L <= N; n += 2 * L) {                                               \
+            for (int k = 0; k < K; k++) {                                                  \
+                mg_store_##S(panel + k * 2 * L, mg_load_##S(b + k * ldb + n));             \
+                mg_store_##S(panel + k * 2 * L + L, mg_load_##S(b + k * ldb + n + L));     \
+            }                                                                              \
+            mg_panel_##S(out + n, ldc, a, sam, sak, panel, 2 * L, M, K, 2, 0,              \
+                         mg_mask_##S##_n(0), accumulate);                                  \
+        }                                                                                  \
+    }                                                                                      \
     for (; n + 2 * L <= N; n += 2 * L)                                                     \
         mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 2, 0, mg_mask_##S##_n(0), \
                      accumulate);                                                          \
