@@ -110,22 +110,20 @@ static inline __attribute__((always_inline)) void                               
 mg_block_impl_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,         \
                   const T* b, ptrdiff_t ldb, int M, int N, int K, int accumulate) {        \
     const int L = MG_LANES_##S;                                                            \
+    /* B's rows share L1 sets: copy each full panel to contiguous rows first */            \
+    const int copy = M >= MG_PACK_B_ROWS                                                   \
+                     && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0;            \
+    T panel[MG_KC * 2 * MG_LANES_##S] __attribute__((aligned(64)));                       \
     int n = 0;                                                                             \
-    if (M >= MG_PACK_B_ROWS && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0) {  \
-        /* B's rows share L1 sets: copy each full panel to contiguous rows first */        \
-        T panel[MG_KC * 2 * MG_LANES_##S] __attribute__((aligned(64)));                   \
-        for (; n + 2 * L <= N; n += 2 * L) {                                               \
+    for (; n + 2 * L <= N; n += 2 * L) {                                                   \
+        if (copy)                                                                          \
             for (int k = 0; k < K; k++) {                                                  \
                 mg_store_##S(panel + k * 2 * L, mg_load_##S(b + k * ldb + n));             \
                 mg_store_##S(panel + k * 2 * L + L, mg_load_##S(b + k * ldb + n + L));     \
             }                                                                              \
-            mg_panel_##S(out + n, ldc, a, sam, sak, panel, 2 * L, M, K, 2, 0,              \
-                         mg_mask_##S##_n(0), accumulate);                                  \
-        }                                                                                  \
+        mg_panel_##S(out + n, ldc, a, sam, sak, copy ? panel : b + n, copy ? 2 * L : ldb,  \
+                     M, K, 2, 0, mg_mask_##S##_n(0), accumulate);                          \
     }                                                                                      \
-    for (; n + 2 * L <= N; n += 2 * L)                                                     \
-        mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 2, 0, mg_mask_##S##_n(0), \
-                     accumulate);                                                          \
     int rest = N - n;                                                                      \
     if (rest > L)                                                                          \
         mg_panel_##S(out + n, ldc, a, sam, sak, b + n, ldb, M, K, 2, 1,                    \
