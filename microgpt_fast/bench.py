@@ -88,7 +88,7 @@ from .engine import CompiledGPT
 from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
                       load_kernel, profiling_built)
 from .paths import check_output
-from .peak import fma_peak, matmul_peak
+from .peak import fma_peak, matmul_peak, peak_gflops
 from .plots import plot_bench, pyplot
 from .reference import ReferenceGPT
 
@@ -590,7 +590,7 @@ def run(args, out=None) -> dict:
         ref = reference.get(cfg.n_embd) if ref_shape else None
         ref_doc = ref[1] * np.mean(positions) * 1e6 if ref else float("nan")
         peak = peaks.get(nthreads) or peaks.setdefault(
-            nthreads, max(matmul_peak(nthreads, args.peak_size)[0], fma_peak(nthreads)[0]))
+            nthreads, peak_gflops(nthreads, args.peak_size))
         gflops = flops / seconds / 1e9
         rows.append(Row(engine, dtype, nthreads, batch, cfg.n_embd, cfg.n_layer, cfg.block_size,
                         steps, us_step, us_doc, len(positions) and sum(positions) / seconds,

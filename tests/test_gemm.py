@@ -35,8 +35,9 @@ def test_a_4kb_row_stride_gives_the_same_bits(kernel, dtype, shape):
     a = rng.standard_normal((M, K)).astype(dtype)
     b = rng.standard_normal((K, N)).astype(dtype)
     matmul = load_kernel(kernel).module.matmul
-    aliasing = matmul(a, with_row_stride(b, 4096 * (1 + (N * b.itemsize) // 4096)))
-    plain = matmul(a, with_row_stride(b, 4096 * (1 + (N * b.itemsize) // 4096) + 64))
+    aliasing_stride = 4096 * (1 + (N * b.itemsize) // 4096)  # the first multiple past a row
+    aliasing = matmul(a, with_row_stride(b, aliasing_stride))
+    plain = matmul(a, with_row_stride(b, aliasing_stride + 64))
     np.testing.assert_array_equal(aliasing, plain)
     np.testing.assert_allclose(plain, a.astype(np.float64) @ b.astype(np.float64),
                                rtol=1e-4 if dtype == np.float32 else 1e-12,
