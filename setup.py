@@ -7,6 +7,9 @@ flags, so that the effect of vectorization can be measured:
     generic  -O3 for the baseline instruction set of the target
     avx2     -O3 -mavx2 -mfma (x86-64 only)
     avx512   -O3 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma (x86-64 only)
+    avx512_bf16  avx512's flags and -mavx512bf16: its float32 weight products in
+             bfloat16 (src/gemm_bf16.h); only where the compiler knows the flag,
+             and never chosen unless asked for
 
 With MICROGPT_FAST_PROFILE=1, each again as "<variant>_prof" with the op-group
 timers compiled in (python -m microgpt_fast.bench --breakdown reads them).
@@ -62,6 +65,8 @@ COMMON = ["-fno-math-errno", "-fno-trapping-math"]
 # most vectorized first: the longest compiles start first on the parallel workers
 VARIANTS = {}
 if X86_64:
+    VARIANTS["avx512_bf16"] = ["-O3", "-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw",
+                               "-mavx512bf16", "-mavx2", "-mfma"]
     VARIANTS["avx512"] = ["-O3", "-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw",
                           "-mavx2", "-mfma"]
     VARIANTS["avx2"] = ["-O3", "-mavx2", "-mfma"]
@@ -97,6 +102,34 @@ int main(void) {
     return omp_pause_resource_all(omp_pause_soft) == 0 ? 0 : 1;
 }
 """
+
+
+# the compiler must know AVX512-BF16 (GCC 10, Clang 9) for the avx512_bf16 variant
+BF16_TEST = r"""
+#include <immintrin.h>
+int main(void) {
+    __m512 x = _mm512_dpbf16_ps(_mm512_setzero_ps(), _mm512_cvtne2ps_pbh(
+        _mm512_setzero_ps(), _mm512_setzero_ps()), _mm512_cvtne2ps_pbh(
+        _mm512_setzero_ps(), _mm512_setzero_ps()));
+    return (int)_mm512_reduce_add_ps(x);
+}
+"""
+
+
+def compiler_compiles(compiler, program: str, flags: list[str]) -> bool:
+    """Whether the extension's compiler compiles this program with these flags
+    (nothing is run: the CPU may lack what the flags target)."""
+    tmp = tempfile.mkdtemp(prefix="microgpt_fast_cc_")
+    try:
+        source = os.path.join(tmp, "test.c")
+        with open(source, "w") as f:
+            f.write(program)
+        compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compiler_has_openmp(compiler, program: str = OPENMP_TEST) -> bool:
@@ -198,6 +231,12 @@ class BuildExt(build_ext):
         else:
             print("WARNING: the C compiler has no OpenMP support: building "
                   "single-threaded", file=sys.stderr)
+        if not compiler_compiles(self.compiler, BF16_TEST, VARIANTS.get("avx512_bf16", [])):
+            dropped = [e for e in self.extensions if "._engine_avx512_bf16" in e.name]
+            if dropped:
+                print("note: the C compiler does not know -mavx512bf16: building without "
+                      "the avx512_bf16 variant", file=sys.stderr)
+            self.extensions = [e for e in self.extensions if e not in dropped]
         translate(self.extensions)
         has_pause = use_openmp and compiler_has_openmp(self.compiler, OPENMP_PAUSE_TEST)
         for ext in self.extensions:

@@ -85,8 +85,8 @@ from .cli import Interrupted, Parser, add_config_flags, run_guarded
 from .config import Adam, GPTConfig, RunOptions, TrainConfig, init_params
 from .data import bundled_path, load_data, load_text, natural_format
 from .engine import CompiledGPT
-from .kernels import (PROFILE_HINT, Kernel, KernelError, available_kernels, cpu_count,
-                      load_kernel, profiling_built)
+from .kernels import (BY_NAME_ONLY, PROFILE_HINT, Kernel, KernelError, available_kernels,
+                      cpu_count, load_kernel, profiling_built)
 from .paths import check_output
 from .peak import fma_peak, matmul_peak, peak_gflops
 from .plots import plot_bench, pyplot
@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig, skip=[f.name for f in fields(TrainConfig)
                                            if f.name != "data_format"])
     p.add_argument("--variants", nargs="+", default=None,
-                   help="kernel variants (default: every one this CPU runs)")
+                   help="kernel variants (default: every one this CPU runs; avx512_bf16 has "
+                        "float32 rows only, its float64 being avx512's)")
     p.add_argument("--n-embd", type=int, nargs="+", default=[16, 64],
                    help="widths of the throughput mode")
     p.add_argument("--threads", type=int, nargs="+", default=None,
@@ -401,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--big", metavar="NAME|PATH", default=None,
                    help="also time the big model (n_embd 256, n_layer 4, block 64, batch 32, "
                         "float32) on windows of 65 characters of this text (the text format), "
-                        "e.g. shakespeare")
+                        "e.g. shakespeare: on the most vectorized variant, and on avx512_bf16 "
+                        "where it is among the variants")
     p.add_argument("--big-steps", type=int, default=10, help="steps per big-model run")
     p.add_argument("--original", metavar="PATH", default=None,
                    help="also time this unchanged copy of Karpathy's microgpt.py (run in a "
@@ -461,6 +463,9 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
                  if with_torch else "")
               + (f"  ! spread {100 * r.spread:.0f}%" if r.spread > SPREAD_FLAG else ""),
               file=out)
+    if any(r.engine in BY_NAME_ONLY for r in rows):
+        print("avx512_bf16's GFLOP/s count its bfloat16 multiply-adds, up to twice float32's "
+              "a cycle: its %peak, of float32's peak, can pass 100", file=out)
     if any(r.spread > SPREAD_FLAG for r in rows):
         print(f"! the row's timed repeats differed by more than {100 * SPREAD_FLAG:.0f}% "
               f"(slowest against fastest): the machine was busy; compare it with care",
@@ -538,6 +543,13 @@ def run(args, out=None) -> dict:
     variants = args.variants or available_kernels()
     for v in variants:
         load_kernel(v)  # a clear error for an unknown or unavailable variant
+    # avx512_bf16's float64 is avx512's: float64 rows only for the others (unless alone)
+    float64_variants = [v for v in variants if v not in BY_NAME_ONLY] or variants
+    # PyTorch is measured beside the most vectorized of the plain float32 variants, and
+    # the big model on it and on avx512_bf16
+    main_variant = float64_variants[-1]
+    big_variants = [main_variant] + [v for v in variants if v != main_variant
+                                     and v in BY_NAME_ONLY]
     if args.breakdown and not profiling_built(variants):
         raise KernelError(f"--breakdown needs the profiling builds, which this install "
                           f"lacks: {PROFILE_HINT}")
@@ -603,8 +615,8 @@ def run(args, out=None) -> dict:
                         busy, auto, spread, compile_s=compile_s))
 
     def add_torch_rows(cfg, dtype, nthreads, batch, steps, repeats, lr, data=ds):
-        """The torch and torch.compile rows beside the row just added (ours, the
-        last variant), each with its us/doc over ours."""
+        """The torch and torch.compile rows beside the row just added (ours, on
+        main_variant), each with its us/doc over ours."""
         ours = rows[-1]
         for engine, compiled in TORCH_ENGINES.items():
             seconds, model = time_torch(torch_model, data, cfg, dtype, nthreads, batch, steps,
@@ -624,21 +636,21 @@ def run(args, out=None) -> dict:
                 original * n, first=2)
     if not args.no_exact:
         cfg = GPTConfig(vocab_size=ds.vocab_size)
-        for v in variants:
+        for v in float64_variants:
             seconds, _, spread = time_compiled(ds, cfg, load_kernel(v), "float64", 1, 1,
                                                args.steps, args.repeats, 0.01)
             add_row(v, cfg, "float64", 1, 1, args.steps, seconds, spread=spread)
     for C in args.n_embd:
         cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=C)
         steps = max(5, args.throughput_docs * 16 // (C * args.batch_size))
-        for v in variants:
+        for v in variants if args.dtype == "float32" else float64_variants:
             for t in threads:
                 seconds, model, spread = time_compiled(ds, cfg, load_kernel(v), args.dtype,
                                                        t, args.batch_size, steps,
                                                        args.repeats, 0.01)
                 add_row(v, cfg, args.dtype, model.threads, args.batch_size, steps, seconds,
                         spread=spread)
-                if torch_model is not None and v == variants[-1]:
+                if torch_model is not None and v == main_variant:
                     add_torch_rows(cfg, args.dtype, model.threads, args.batch_size, steps,
                                    args.repeats, 0.01)
             if args.busy:
@@ -655,14 +667,14 @@ def run(args, out=None) -> dict:
     if args.big:
         big = load_text(args.big, 64, 42)
         cfg = GPTConfig(vocab_size=big.vocab_size, n_embd=256, n_layer=4, block_size=64)
-        for v in variants[-1:]:
+        for v in big_variants:
             for t in threads:
                 # lr 1e-3: with the original's 0.01 this model diverges (that is the model)
                 seconds, model, spread = time_compiled(big, cfg, load_kernel(v), "float32", t,
                                                        32, args.big_steps, args.repeats, 1e-3)
                 add_row(v, cfg, "float32", model.threads, 32, args.big_steps, seconds, big,
                         spread=spread)
-                if torch_model is not None:
+                if torch_model is not None and v == main_variant:
                     add_torch_rows(cfg, "float32", model.threads, 32, args.big_steps,
                                    args.repeats, 1e-3, big)
 

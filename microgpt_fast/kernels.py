@@ -7,6 +7,10 @@
 The same Cython source is built several times with different compiler flags
 (see setup.py). At import the best variant this CPU runs is chosen;
 MICROGPT_FAST_KERNEL=novec|generic|avx2|avx512 (or --kernel) picks one by name.
+One more is only ever picked by name: avx512_bf16, avx512 with the linear
+layers' float32 products in bfloat16 (AVX512-BF16's dot products, float32
+sums: twice the multiply-adds a cycle, at bfloat16's precision), where the CPU
+has AVX512-BF16; its float64 is avx512's.
 An install with MICROGPT_FAST_PROFILE=1 adds a profiling build of each,
 "<variant>_prof", with op-group timers compiled in (bench --breakdown).
 """
@@ -19,10 +23,15 @@ import time
 from dataclasses import dataclass
 from types import ModuleType
 
-VARIANTS = ("novec", "generic", "avx2", "avx512")  # from least to most vectorized
+AUTOMATIC = ("novec", "generic", "avx2", "avx512")  # from least to most vectorized
+# changes float32's numbers, so never the default
+BY_NAME_ONLY = ("avx512_bf16",)
+VARIANTS = AUTOMATIC + BY_NAME_ONLY
+_AVX512 = ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw")
 _REQUIRED_CPU_FLAGS = {
     "avx2": ("avx2", "fma"),
-    "avx512": ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw"),
+    "avx512": _AVX512,
+    "avx512_bf16": _AVX512 + ("avx512_bf16",),
 }
 
 
@@ -59,7 +68,8 @@ def _built(name: str) -> bool:
 
 
 def available_kernels() -> list[str]:
-    """Variants that were built and that this CPU can run, least vectorized first."""
+    """Variants that were built and that this CPU can run, least vectorized first,
+    then avx512_bf16 where it runs."""
     flags = _cpu_flags()
     return [name for name in VARIANTS
             if all(f in flags for f in _REQUIRED_CPU_FLAGS.get(name, ())) and _built(name)]
@@ -78,7 +88,7 @@ def load_kernel(name: str | None = None) -> Kernel:
         raise KernelError("no compiled kernel found: build the package with "
                           "'pip install -e .'")
     if name is None:
-        name = available[-1]
+        name = [v for v in available if v in AUTOMATIC][-1]
     base = name.removesuffix("_prof")
     if base not in VARIANTS:
         raise KernelError(f"unknown kernel {name!r}: choose from {', '.join(VARIANTS)}")

@@ -54,7 +54,7 @@ from embedding cimport embedding_backward
 from gain cimport gain_backward_weight
 from adam cimport AdamOptions, adam_update, clip_scale, sum_of_squares
 from xent cimport softmax_temperature
-from simd cimport gemm, transpose, verf
+from simd cimport BF16_PRODUCTS, gemm, transpose, verf, weight_gemm
 from activation cimport activation_forward
 from timers cimport now, PROFILE, N_TIMERS, T_BACKWARD, T_ADAM, T_WEIGHT_BLOCKS
 from schedule cimport (GROUPS, GAIN, PRODUCT, TIED, TOKENS, Schedule, Team, WeightBlock,
@@ -930,31 +930,51 @@ def erf(x):
     return y
 
 
-def matmul(a, b):
+def matmul(a, b, weights=False):
     """gemm.h's product of a (M, K) and b (K, N), float32 or float64 alike (a new
-    (M, N) array). a must be C-contiguous; b's rows may lie any whole number of
-    elements apart (a view of columns of a wider array), as a weight matrix's do."""
-    cdef float[:, ::1] a32, o32
-    cdef float[:, :] b32
-    cdef double[:, ::1] a64, o64
-    cdef double[:, :] b64
+    (M, N) array); with weights, the linear layers' product instead (weight_gemm:
+    bfloat16 in the avx512_bf16 variant's float32). a's rows and columns, and b's
+    rows, may lie any whole number of elements apart (a transposed a, as the
+    weight gradient reads it; a view of columns of a wider b, as a weight
+    matrix's); b's columns must be adjacent."""
+    cdef float[:, :] a32, b32
+    cdef float[:, ::1] o32
+    cdef double[:, :] a64, b64
+    cdef double[:, ::1] o64
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         raise TypeError(f"expected two float32 or two float64 arrays, got {a.dtype}, {b.dtype}")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape + b.shape:
         raise ValueError(f"cannot multiply shapes {a.shape} and {b.shape}")
-    if not a.flags.c_contiguous or b.strides[1] != b.itemsize or b.strides[0] % b.itemsize:
-        raise ValueError("a must be C-contiguous and b's columns adjacent")
+    if (b.strides[1] != b.itemsize or any(s <= 0 or s % a.itemsize for s in a.strides)
+            or b.strides[0] <= 0 or b.strides[0] % b.itemsize):
+        raise ValueError("a's and b's rows must lie whole elements apart, forward, "
+                         "and b's columns be adjacent")
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    cdef Py_ssize_t sam = a.strides[0] // a.itemsize, sak = a.strides[1] // a.itemsize
     cdef Py_ssize_t ldb = b.strides[0] // b.itemsize
     if a.dtype == np.float32:
         a32, b32, o32 = a, b, out
-        gemm(&o32[0, 0], o32.shape[1], &a32[0, 0], a32.shape[1], 1, &b32[0, 0], ldb,
-             a32.shape[0], b32.shape[1], a32.shape[1], False)
+        if weights:
+            weight_gemm(&o32[0, 0], o32.shape[1], &a32[0, 0], sam, sak, &b32[0, 0], ldb,
+                        a32.shape[0], b32.shape[1], a32.shape[1], False)
+        else:
+            gemm(&o32[0, 0], o32.shape[1], &a32[0, 0], sam, sak, &b32[0, 0], ldb,
+                 a32.shape[0], b32.shape[1], a32.shape[1], False)
     else:
         a64, b64, o64 = a, b, out
-        gemm(&o64[0, 0], o64.shape[1], &a64[0, 0], a64.shape[1], 1, &b64[0, 0], ldb,
-             a64.shape[0], b64.shape[1], a64.shape[1], False)
+        if weights:
+            weight_gemm(&o64[0, 0], o64.shape[1], &a64[0, 0], sam, sak, &b64[0, 0], ldb,
+                        a64.shape[0], b64.shape[1], a64.shape[1], False)
+        else:
+            gemm(&o64[0, 0], o64.shape[1], &a64[0, 0], sam, sak, &b64[0, 0], ldb,
+                 a64.shape[0], b64.shape[1], a64.shape[1], False)
     return out
+
+
+def bf16_products():
+    """Whether this variant computes the linear layers' float32 products in
+    bfloat16 (gemm_bf16.h: the avx512_bf16 variant)."""
+    return bool(BF16_PRODUCTS)
 
 
 def activation(name, x):

@@ -1,6 +1,7 @@
 # Linear layers: out = W x for every row, forward and backward side by side.
 #
-# All the products go through the register-tiled gemm (simd.pxd, gemm.h).
+# All the products go through the register-tiled gemm (simd.pxd, gemm.h), or in
+# the avx512_bf16 variant's float32 through its bfloat16 one (gemm_bf16.h).
 # The forward pass reads W transposed, wt (nin, nout), so that B's rows are
 # contiguous over outputs. Each output sums x[t, i] * W[o, i] for i = 0, 1, ...
 # in order, exactly as the original's sum() does.
@@ -8,13 +9,13 @@
 from cython cimport floating
 from libc.string cimport memcpy
 
-from simd cimport gemm
+from simd cimport weight_gemm
 
 
 cdef inline void linear_forward(floating* out, const floating* x, const floating* wt,
                                 int T, int nin, int nout) noexcept nogil:
     """out (T, nout) = x (T, nin) W^T, with wt = W^T (nin, nout)."""
-    gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, False)
+    weight_gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, False)
 
 
 cdef inline void linear_residual_forward(floating* out, const floating* x, const floating* wt,
@@ -22,14 +23,14 @@ cdef inline void linear_residual_forward(floating* out, const floating* x, const
                                          int nout) noexcept nogil:
     """out (T, nout) = x W^T + res; the residual is added to the finished sum."""
     memcpy(out, res, <size_t>T * nout * sizeof(floating))
-    gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, True)
+    weight_gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, True)
 
 
 cdef inline void linear_relu_forward(floating* out, const floating* x, const floating* wt,
                                      int T, int nin, int nout) noexcept nogil:
     """out (T, nout) = relu(x W^T)."""
     cdef Py_ssize_t k
-    gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, False)
+    weight_gemm(out, nout, x, nin, 1, wt, nout, T, nout, nin, False)
     for k in range(<Py_ssize_t>T * nout):
         out[k] = out[k] if out[k] > 0 else 0
 
@@ -41,7 +42,7 @@ cdef inline void linear_backward_input(floating* dx, const floating* dout, const
     Written, not added to a zeroed dx: the same numbers (0 + s is s, but for
     the sign of an exact zero sum) without a pass to clear dx and one to read
     it back."""
-    gemm(dx, nin, dout, nout, 1, w, nin, T, nin, nout, False)
+    weight_gemm(dx, nin, dout, nout, 1, w, nin, T, nin, nout, False)
 
 
 cdef inline void linear_backward_weight(floating* dw, const floating* dout, const floating* x,
@@ -53,7 +54,7 @@ cdef inline void linear_backward_weight(floating* dw, const floating* dout, cons
     R rows of depth, and each weight's gradient is the same sum whichever
     thread computes it.
     """
-    gemm(dw, nin, dout + o0, 1, nout, x, nin, o1 - o0, nin, R, False)
+    weight_gemm(dw, nin, dout + o0, 1, nout, x, nin, o1 - o0, nin, R, False)
 
 
 cdef inline void relu_backward(floating* dh, const floating* h, Py_ssize_t n) noexcept nogil:

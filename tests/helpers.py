@@ -19,13 +19,23 @@ import numpy as np
 import pytest
 
 from microgpt_fast.config import param_layout
-from microgpt_fast.kernels import available_kernels, profiling_built
+from microgpt_fast.kernels import BY_NAME_ONLY, available_kernels, profiling_built
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # Every kernel variant built here and runnable on this CPU (least vectorized first).
 KERNELS = available_kernels()
+# avx512_bf16 rounds the float32 inputs of the linear layers' products to bfloat16:
+# the tests of float32 against the reference at float32's precision take the
+# others, and tests/test_bf16.py checks it at its own.
+F32_KERNELS = [k for k in KERNELS if k not in BY_NAME_ONLY]
+
+
+def precisions(f64_tol: float, f32_tol: float) -> list[tuple[str, str, float]]:
+    """(kernel, dtype, tolerance): every kernel in float64, F32_KERNELS in float32."""
+    return ([(k, "float64", f64_tol) for k in KERNELS]
+            + [(k, "float32", f32_tol) for k in F32_KERNELS])
 
 # Their profiling builds ("<variant>_prof") come only with an install under
 # MICROGPT_FAST_PROFILE=1; the tests that use them skip without.

@@ -21,7 +21,7 @@ from microgpt_fast.config import GPTConfig, init_params
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.reference import ReferenceGPT
 
-from helpers import KERNELS, assert_matrices_close
+from helpers import KERNELS, assert_matrices_close, precisions
 
 C, H, T = 20, 1, 40   # head size 20: 16 + 4 floats, 8 + 8 + 4 doubles (AVX-512)
 
@@ -42,8 +42,7 @@ def case(unicode_ds):
     return cfg, params, doc_ids, loss, np.array(grad)
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 1e-4)])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel, dtype, tol", precisions(1e-10, 1e-4))
 def test_gradient_of_long_short_and_wide_heads(unicode_ds, case, kernel, dtype, tol):
     cfg, params, doc_ids, ref_loss, ref_grad = case
     model = CompiledGPT(cfg, np.array(params, dtype), dtype, batch_size=3, kernel=kernel)

@@ -92,7 +92,7 @@ def test_the_reference_is_timed_with_the_earlier_objects_frozen_out_of_gc(monkey
 
 
 # float32 lanes of each variant's vectors (vec.h): 1 for a variant without them
-FMA_LANES = {"novec": 1, "generic": 1, "avx2": 8, "avx512": 16}
+FMA_LANES = {"novec": 1, "generic": 1, "avx2": 8, "avx512": 16, "avx512_bf16": 16}
 
 
 @pytest.mark.parametrize("name", available_kernels())

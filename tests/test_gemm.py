@@ -47,7 +47,9 @@ def test_a_4kb_row_stride_gives_the_same_bits(kernel, dtype, shape):
 @pytest.mark.parametrize("bad, message", [
     (lambda: (np.ones((2, 3), np.float32), np.ones((4, 2), np.float32)), "cannot multiply"),
     (lambda: (np.ones((2, 3), np.float32), np.ones((3, 2), np.float64)), "expected two"),
-    (lambda: (np.ones((3, 2), np.float32).T, np.ones((3, 2), np.float32)), "C-contiguous"),
+    (lambda: (np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)[:, ::2]),
+     "columns be adjacent"),
+    (lambda: (np.ones((2, 3), np.float32)[::-1], np.ones((3, 2), np.float32)), "forward"),
     (lambda: (np.ones((2, 0), np.float32), np.ones((0, 2), np.float32)), "cannot multiply"),
 ])
 def test_matmul_refuses_what_it_cannot_multiply(bad, message):

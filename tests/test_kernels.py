@@ -12,7 +12,7 @@ from microgpt_fast.config import GPTConfig, init_params
 from microgpt_fast.engine import CompiledGPT
 from microgpt_fast.kernels import KernelError, load_kernel
 
-from helpers import KERNELS, needs_profiling
+from helpers import F32_KERNELS, KERNELS, needs_profiling
 
 
 def test_the_portable_variants_are_always_built():
@@ -20,8 +20,13 @@ def test_the_portable_variants_are_always_built():
 
 
 def test_best_variant_is_the_default(monkeypatch):
+    """The most vectorized, but never avx512_bf16 (it changes float32's numbers)."""
     monkeypatch.delenv("MICROGPT_FAST_KERNEL", raising=False)
-    assert load_kernel().name == KERNELS[-1]
+    assert load_kernel().name == F32_KERNELS[-1]
+    # where the CPU has AVX512-BF16 too
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: set(kernels._REQUIRED_CPU_FLAGS[
+        "avx512_bf16"]))
+    assert load_kernel().name == [k for k in kernels.AUTOMATIC if kernels._built(k)][-1]
 
 
 def test_environment_picks_a_variant(monkeypatch):

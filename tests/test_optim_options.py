@@ -25,7 +25,8 @@ from microgpt_fast.kernels import load_kernel
 from microgpt_fast.reference import ReferenceGPT
 from microgpt_fast.trainer import Trainer, load_checkpoint
 
-from helpers import KERNELS, SMALL, assert_cli_error, call_main, rel_close, rewrite_checkpoint
+from helpers import (KERNELS, SMALL, assert_cli_error, call_main, precisions, rel_close,
+                     rewrite_checkpoint)
 
 NEW_FIELDS = ("lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip")
 SMALL_CFG = GPTConfig(vocab_size=27, n_embd=8, n_head=2, block_size=8)
@@ -242,8 +243,7 @@ def reference_run(ds, schedule):
     return _reference[schedule]
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 1e-4)])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel, dtype, tol", precisions(1e-10, 1e-4))
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 def test_compiled_matches_reference_with_every_option(names_ds, schedule, kernel, dtype, tol):
     ref_losses, ref_params = reference_run(names_ds, schedule)
@@ -260,8 +260,7 @@ GAINS_TIED = GPTConfig(vocab_size=27, n_embd=8, n_head=2, block_size=8, norm="la
                        norm_gain=True, final_norm=True, tie_embeddings=True)
 
 
-@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 1e-4)])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel, dtype, tol", precisions(1e-10, 1e-4))
 def test_gains_and_a_tied_head_with_every_option(names_ds, kernel, dtype, tol):
     """Weight decay spares the gains (and decays the tied wte once), clipping
     counts their gradients: the compiled engine against the reference."""
