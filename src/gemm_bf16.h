@@ -13,13 +13,17 @@
  * exact in float32; only the inputs' rounding and the float32 sums differ from
  * gemm.h's result.
  *
- * The operands are converted as they are packed: A, MP_BF rows at a time, as
- * pairs of depths (k, k + 1) in one 32-bit word each, rows apart by one word
- * (a transposed A, the weight gradient's) or by the depth (a row-major A);
- * B, one panel of 32 columns at a time, each word a pair (k, k + 1) of one
- * column, so that one 512-bit vector holds a pair of rows of 16 columns. An
- * odd depth is padded with a zero pair half. A tile of up to 8 rows by the 32
- * columns stays in 16 registers across the depths.
+ * The operands are converted as they are packed, per block of depths. B
+ * first, all of it, in panels of 32 columns (on the heap: B is read from
+ * memory once, and the panels stay in L2), each word a pair (k, k + 1) of one
+ * column, so that one 512-bit vector holds a pair of rows of 16 columns. Then
+ * A, MG_MP_BF rows at a time (on the stack), each word a pair of depths of one
+ * row, rows apart by one word (a transposed A, the weight gradient's) or by
+ * the depth (a row-major A). An odd depth is padded with a zero pair half. A
+ * tile of up to 8 rows by a panel's 32 columns stays in 16 registers across
+ * the depths, and goes across every panel before the next 8 rows, so that
+ * the output's rows are written whole, in order (the hidden layer of n_embd
+ * 256 is 8 MB, far past the caches).
  *
  * As in gemm.h, each output element has one accumulator per block of MG_KC
  * depths, which takes the pairs in order; blocks are added to the output in
@@ -43,16 +47,9 @@
 #include <immintrin.h>
 
 #define MG_BF16 1
-#ifndef MG_MP_BF
 #define MG_MP_BF 64      /* rows of A packed at a time */
-#endif
-#ifndef MG_MR_BF
 #define MG_MR_BF 8       /* rows of a tile: 8 x 2 accumulators */
-#endif
-#ifndef MG_KC_BF
-#define MG_KC_BF MG_KC
-#endif
-#define MG_PAIRS_BF (MG_KC_BF / 2)
+#define MG_PAIRS_BF (MG_KC / 2)
 
 /* Two rows of 16 floats (the depths k and k + 1 of 16 columns or rows) as 16
    words, each the bfloat16 pair (k in the low half, k + 1 in the high half). */
@@ -161,31 +158,31 @@ mg_bf16_tile(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_
     }
 }
 
-/* Rows 0 .. mp - 1 against one panel, tiles of MG_MR_BF rows; A's layout (ar, ap)
-   a constant after inlining. */
+/* Rows 0 .. mp - 1 against n_panels panels (N columns), panel_words apart: one
+   tile of rows at a time across all of them, so that each tile's output rows are
+   written whole, in order; A's layout (ar, ap) a constant after inlining. */
 static inline __attribute__((always_inline)) void
 mg_bf16_rows(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_t ap,
-             const int32_t* panel, int mp, int pairs, int cols, int accumulate) {
-    int r = 0;
-    for (; r + MG_MR_BF <= mp; r += MG_MR_BF)
-        mg_bf16_tile(out + r * ldc, ldc, a + r * ar, ar, ap, panel, pairs, cols, accumulate,
-                     MG_MR_BF);
-    float* o = out + r * ldc;
-    const int32_t* ar0 = a + r * ar;
-    switch (mp - r) {
-#if MG_MR_BF > 8
-    case 11: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 11); break;
-    case 10: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 10); break;
-    case 9: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 9); break;
-    case 8: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 8); break;
-#endif
-    case 7: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 7); break;
-    case 6: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 6); break;
-    case 5: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 5); break;
-    case 4: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 4); break;
-    case 3: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 3); break;
-    case 2: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 2); break;
-    case 1: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 1); break;
+                    const int32_t* panels, ptrdiff_t panel_words, int n_panels, int N,
+                    int mp, int pairs, int accumulate) {
+    for (int r = 0; r < mp; r += MG_MR_BF) {
+        const int rows = mp - r < MG_MR_BF ? mp - r : MG_MR_BF;
+        for (int j = 0; j < n_panels; j++) {
+            const int cols = N - 32 * j < 32 ? N - 32 * j : 32;
+            float* o = out + r * ldc + 32 * j;
+            const int32_t* ar0 = a + r * ar;
+            const int32_t* panel = panels + j * panel_words;
+            switch (rows) {
+            case 8: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 8); break;
+            case 7: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 7); break;
+            case 6: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 6); break;
+            case 5: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 5); break;
+            case 4: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 4); break;
+            case 3: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 3); break;
+            case 2: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 2); break;
+            case 1: mg_bf16_tile(o, ldc, ar0, ar, ap, panel, pairs, cols, accumulate, 1); break;
+            }
+        }
     }
 }
 
@@ -197,12 +194,12 @@ mg_gemm_bf16(float* out, ptrdiff_t ldc, const float* a, ptrdiff_t sam, ptrdiff_t
     const int n_panels = (N + 31) / 32;
     const ptrdiff_t panel_words = (ptrdiff_t)MG_PAIRS_BF * 32;
     /* Every panel of a depth block, converted once for all the strips of A: B is
-       read from memory once, and its panels stay in L2. Without the memory (or with
-       one strip), each strip converts each panel again: the same numbers. */
-    int32_t* panels = M > MG_MP_BF
-        ? (int32_t*)aligned_alloc(64, (size_t)n_panels * panel_words * sizeof(int32_t)) : NULL;
-    for (int k0 = 0; k0 < K || (k0 == 0 && !accumulate); k0 += MG_KC_BF) {
-        const int kc = K - k0 < MG_KC_BF ? K - k0 : MG_KC_BF;
+       read from memory once, and its panels stay in L2. Without the memory, each
+       strip converts each panel again, into one_panel: the same numbers. */
+    int32_t* panels = n_panels == 1 ? one_panel
+        : (int32_t*)aligned_alloc(64, (size_t)n_panels * panel_words * sizeof(int32_t));
+    for (int k0 = 0; k0 < K || (k0 == 0 && !accumulate); k0 += MG_KC) {
+        const int kc = K - k0 < MG_KC ? K - k0 : MG_KC;
         const int pairs = (kc + 1) / 2;
         const int acc = accumulate || k0 > 0;
         if (panels)
@@ -212,20 +209,25 @@ mg_gemm_bf16(float* out, ptrdiff_t ldc, const float* a, ptrdiff_t sam, ptrdiff_t
         for (int m0 = 0; m0 < M; m0 += MG_MP_BF) {
             const int mp = M - m0 < MG_MP_BF ? M - m0 : MG_MP_BF;
             mg_bf16_pack_a(packed, a + m0 * sam + k0 * sak, sam, sak, mp, kc);
-            for (int j = 0; j < n_panels; j++) {
-                const int cols = N - 32 * j < 32 ? N - 32 * j : 32;
-                float* o = out + m0 * ldc + 32 * j;
-                const int32_t* panel = panels ? panels + j * panel_words : one_panel;
+            /* the panels in turn: all of them at once, or one at a time without memory */
+            for (int j = 0; j < (panels ? 1 : n_panels); j++) {
+                const int cols = panels ? N : (N - 32 * j < 32 ? N - 32 * j : 32);
                 if (!panels)
                     mg_bf16_pack_b(one_panel, b + k0 * ldb + 32 * j, ldb, kc, cols);
+                float* o = out + m0 * ldc + 32 * j;
+                const int32_t* p = panels ? panels : one_panel;
+                const int np = panels ? n_panels : 1;
                 if (sam == 1)
-                    mg_bf16_rows(o, ldc, packed, 1, MG_MP_BF, panel, mp, pairs, cols, acc);
+                    mg_bf16_rows(o, ldc, packed, 1, MG_MP_BF, p, panel_words, np, cols, mp,
+                                 pairs, acc);
                 else
-                    mg_bf16_rows(o, ldc, packed, pairs, 1, panel, mp, pairs, cols, acc);
+                    mg_bf16_rows(o, ldc, packed, pairs, 1, p, panel_words, np, cols, mp,
+                                 pairs, acc);
             }
         }
     }
-    free(panels);
+    if (panels != one_panel)
+        free(panels);
 }
 
 #else

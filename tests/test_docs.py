@@ -43,6 +43,8 @@ whole takes seconds, each command line is rewritten first:
   runs tests/data/fake_microgpt.py (a stand-in that prints the original's
   lines) copied to PATH. A --breakdown command runs only where the profiling
   builds exist (it is skipped otherwise, and says so).
+- A command that names a kernel variant this machine lacks (--kernel or
+  --variants: avx512_bf16 needs AVX512-BF16) is left out.
   --torch is left out: PyTorch is an optional extra, and compiling its step
   takes seconds to minutes (tests/test_torch_model.py checks those rows).
 - Without matplotlib (an install without the plot extra, as .ci/run's),
@@ -174,6 +176,14 @@ def rewrite(words: list[str], folder: Path) -> list[str] | None:
         else:
             out.append(flag)
             i += 1
+    named = [out[i + 1] for i, flag in enumerate(out[:-1]) if flag == "--kernel"]
+    if "--variants" in out:
+        for word in out[out.index("--variants") + 1:]:
+            if word.startswith("-"):
+                break
+            named.append(word)
+    if any(name not in KERNELS for name in named):
+        return None
     if command == "bench":
         out += [f for flag, value in BENCH_SET.items() if flag not in out for f in (flag, value)]
         if "--breakdown" in out and not profiling_built(KERNELS):
