@@ -50,6 +50,7 @@
 #define MG_MP_BF 64      /* rows of A packed at a time */
 #define MG_MR_BF 8       /* rows of a tile: 8 x 2 accumulators */
 #define MG_PAIRS_BF (MG_KC / 2)
+#define MG_PREFETCH_PAIRS 8  /* how far ahead a transposed A's rows are fetched */
 
 /* Two rows of 16 floats (the depths k and k + 1 of 16 columns or rows) as 16
    words, each the bfloat16 pair (k in the low half, k + 1 in the high half). */
@@ -93,6 +94,14 @@ static inline void mg_bf16_pack_a(int32_t* packed, const float* a, ptrdiff_t sam
             const float* even = a + 2 * p * sak;
             const float* odd = even + sak;
             const int has_odd = 2 * p + 1 < kc;
+            /* each depth is a row of its own, far from the last: fetch ahead */
+            if (p + MG_PREFETCH_PAIRS < pairs)
+                for (int r = 0; r < mp; r += 16) {
+                    _mm_prefetch((const char*)(even + 2 * MG_PREFETCH_PAIRS * sak + r),
+                                 _MM_HINT_T0);
+                    _mm_prefetch((const char*)(odd + 2 * MG_PREFETCH_PAIRS * sak + r),
+                                 _MM_HINT_T0);
+                }
             for (int r = 0; r < mp; r += 16) {
                 const __mmask16 m = mp - r >= 16 ? 0xffff : (__mmask16)((1u << (mp - r)) - 1u);
                 __m512 e = _mm512_maskz_loadu_ps(m, even + r);
