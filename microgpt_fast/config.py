@@ -7,7 +7,8 @@
 
 GPTConfig shapes the model, TrainConfig the run (a resumed checkpoint must
 match both), SampleConfig the samples; threads, kernel and engine are options
-of a run, not settings (they never change its numbers). Each field declares
+of a run, not settings (threads never change its numbers; a kernel only in
+the last bits, but for avx512_bf16, see RunOptions). Each field declares
 its command-line flag's help once, and every command builds its flags from
 these declarations (cli.add_config_flags). Every field is validated here, so
 that the compiled kernels never see a size they cannot handle; invalid values
@@ -321,8 +322,12 @@ ENGINES = ("compiled", "reference")
 
 @dataclass
 class RunOptions:
-    """How a run is carried out: never its numbers (any thread count and kernel
-    give the same bits), so all of these may change on resume."""
+    """How a run is carried out, so all of these may change on resume: any
+    thread count gives the same bits; the kernel variants of one family
+    (novec and generic, avx2 and avx512) give the same bits, the two families
+    differ in the last bits (FMA or not); avx512_bf16 rounds the inputs of
+    float32's weight products to bfloat16 (kernels.py): resume its runs with
+    it to go on with the same numbers."""
 
     data: str | None = _field(None, "the bundled names (32,033 names) or shakespeare (1.1 MB of "
                               "plays), or a UTF-8 text file (a file called names or "

@@ -107,8 +107,9 @@ class Trainer:
     characters. train_config is kept with its data defaults filled in
     (TrainConfig.resolved). The last train_config.val_fraction of the shuffled
     documents, or of the characters, is held out for evaluate(). engine,
-    kernel and threads say how to run (config.RunOptions: they never change the
-    numbers); sampling: sample()'s defaults.
+    kernel and threads say how to run (config.RunOptions: threads never change
+    the numbers, a kernel at most their last bits but for avx512_bf16);
+    sampling: sample()'s defaults.
     """
 
     def __init__(self, config: GPTConfig | None = None, train_config: TrainConfig | None = None,
@@ -135,8 +136,9 @@ class Trainer:
         data: the text to train on from here (default: the file the checkpoint
         was trained on); its characters must be in the checkpoint's vocabulary.
         The data is read when training or evaluation first needs it, so
-        sampling needs no data file. threads and kernel may differ from the
-        saving run: results do not depend on them.
+        sampling needs no data file. threads may differ from the saving run
+        (the results do not depend on them), and so may the kernel (see
+        config.RunOptions for what that changes).
         """
         ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
         self = cls.__new__(cls)
