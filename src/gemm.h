@@ -19,19 +19,22 @@
  * so one panel of B (KC rows by 2 vectors) stays in L1 while every row of A
  * passes over it (copied to contiguous rows first where B's row stride is a
  * multiple of 4 KB); a strided A is first packed, KC depths of MP rows at a
- * time, into a contiguous buffer on the stack. Elsewhere a plain loop that the
- * compiler vectorizes as far as its flags allow.
+ * time, into a contiguous buffer on the stack (of MP_COPY rows, on the heap,
+ * where B's panels are copied: each copy then serves 256 rows, not 32).
+ * Elsewhere a plain loop that the compiler vectorizes as far as its flags allow.
  */
 #ifndef MICROGPT_FAST_GEMM_H
 #define MICROGPT_FAST_GEMM_H
 
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "transpose.h"
 #include "vec.h"
 
 #define MG_KC 256  /* depths per block */
 #define MG_MP 32   /* rows of A packed at a time */
+#define MG_MP_COPY 256  /* the same where B's panels are copied (below) */
 /* A B whose row stride is a multiple of 4 KB (1024 floats: the MLP of n_embd 256)
    puts every row of a column panel in the same few L1 sets, so the panel cannot
    stay in L1 while the rows of A pass over it; from MG_PACK_B_ROWS rows of A on,
@@ -151,13 +154,21 @@ mg_block_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak, co
 }                                                                                          \
                                                                                            \
 /* A strided A (the transposed operand of a weight gradient): copy MP rows by     */   \
-/* kc depths at a time into contiguous rows, then multiply.                        */   \
+/* kc depths at a time into contiguous rows, then multiply. Where each column      */   \
+/* panel of B is copied too (a 4 KB row stride), up to MG_MP_COPY rows at a time,  */   \
+/* on the heap, so that each copy serves more rows (the same numbers).             */   \
 static __attribute__((noinline)) void                                                      \
 mg_packed_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,             \
               const T* b, ptrdiff_t ldb, int M, int N, int kc, int acc) {                  \
-    T packed[MG_MP * MG_KC];                                                               \
-    for (int m0 = 0; m0 < M; m0 += MG_MP) {                                                \
-        int mp = M - m0 < MG_MP ? M - m0 : MG_MP;                                          \
+    T on_stack[MG_MP * MG_KC];                                                             \
+    T* packed = on_stack;                                                                  \
+    int strip = MG_MP;                                                                     \
+    if (M > MG_MP && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0) {             \
+        T* big = (T*)malloc((size_t)MG_MP_COPY * kc * sizeof(T));                          \
+        if (big) { packed = big; strip = MG_MP_COPY; }                                     \
+    }                                                                                      \
+    for (int m0 = 0; m0 < M; m0 += strip) {                                                \
+        int mp = M - m0 < strip ? M - m0 : strip;                                          \
         if (sam == 1)  /* A's columns are rows of memory: a tiled transpose */             \
             mg_transpose_##S(packed, kc, a + m0, sak, kc, mp);                             \
         else                                                                               \
@@ -166,6 +177,8 @@ mg_packed_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,  
                     packed[r * kc + k] = a[(m0 + r) * sam + k * sak];                      \
         mg_block_##S(out + m0 * ldc, ldc, packed, kc, 1, b, ldb, mp, N, kc, acc);          \
     }                                                                                      \
+    if (packed != on_stack)                                                                \
+        free(packed);                                                                      \
 }                                                                                          \
                                                                                            \
 static inline void mg_gemm_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam,           \

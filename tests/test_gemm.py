@@ -1,7 +1,9 @@
 """gemm.h's product on its own (the kernel module's matmul): against numpy, and
 the same bits whether or not a column panel of B is first copied to contiguous
 rows (it is where B's row stride is a multiple of 4 KB and A has 32 rows or
-more: the MLP products of n_embd 256 in float32)."""
+more: the MLP products of n_embd 256 in float32), and whether A is read as
+stored or transposed (packed first, as a weight gradient's A is: 256 rows at a
+time where B's panels are copied, else 32)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from helpers import KERNELS
 
 # (M, K, N): below and at the 32 rows that start the copy, depths past one block
 # of 256 (two sums added in order), column counts with a partial last panel
-SHAPES = [(31, 40, 70), (32, 40, 70), (64, 300, 96), (40, 7, 33), (96, 256, 48)]
+SHAPES = [(31, 40, 70), (32, 40, 70), (64, 300, 96), (40, 7, 33), (96, 256, 48),
+          (300, 64, 40)]
 
 
 def with_row_stride(b: np.ndarray, stride_bytes: int) -> np.ndarray:
@@ -39,6 +42,9 @@ def test_a_4kb_row_stride_gives_the_same_bits(kernel, dtype, shape):
     aliasing = matmul(a, with_row_stride(b, aliasing_stride))
     plain = matmul(a, with_row_stride(b, aliasing_stride + 64))
     np.testing.assert_array_equal(aliasing, plain)
+    transposed = np.ascontiguousarray(a.T).T  # the same numbers, columns adjacent
+    for stride in (aliasing_stride, aliasing_stride + 64):
+        np.testing.assert_array_equal(matmul(transposed, with_row_stride(b, stride)), plain)
     np.testing.assert_allclose(plain, a.astype(np.float64) @ b.astype(np.float64),
                                rtol=1e-4 if dtype == np.float32 else 1e-12,
                                atol=1e-4 if dtype == np.float32 else 1e-12)
