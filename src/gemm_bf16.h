@@ -114,6 +114,11 @@ static inline void mg_bf16_pack_a(int32_t* packed, const float* a, ptrdiff_t sam
         for (int r = 0; r < mp; r++) {
             const float* row = a + r * sam;
             uint16_t* out = (uint16_t*)(packed + r * pairs);
+            /* rows far apart (the hidden layer's, 4 KB, a page each) restart the
+               hardware's prefetch: fetch two rows ahead */
+            if (r + 2 < mp)
+                for (int k = 0; k < kc; k += 16)
+                    _mm_prefetch((const char*)(row + 2 * sam + k), _MM_HINT_T0);
             for (int k = 0; k < kc; k += 32) {
                 const int n = kc - k < 32 ? kc - k : 32;
                 const __mmask16 lo = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1u);
