@@ -36,14 +36,19 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
 
 
 def product(kernel: str, a: np.ndarray, b: np.ndarray, layout: str) -> np.ndarray:
-    """The linear layers' product of a and b, a stored row-major or transposed
-    (as the weight gradient reads it)."""
+    """The linear layers' product of a and b, a stored row-major, transposed (as
+    the weight gradient reads it), or neither (every other element of every
+    third row: the general packing)."""
     if layout == "transposed":
         a = np.ascontiguousarray(a.T).T
+    elif layout == "strided":
+        wide = np.full((3 * a.shape[0], 2 * a.shape[1]), np.nan, a.dtype)
+        wide[::3, ::2] = a
+        a = wide[::3, ::2]
     return load_kernel(kernel).module.matmul(a, b, weights=True)
 
 
-@pytest.mark.parametrize("layout", ["rows", "transposed"])
+@pytest.mark.parametrize("layout", ["rows", "transposed", "strided"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-K{k}-N{n}" for m, k, n in SHAPES])
 def test_products_are_of_bfloat16_inputs_with_float32_sums(shape, layout):
     M, K, N = shape
@@ -63,7 +68,7 @@ def test_products_are_of_bfloat16_inputs_with_float32_sums(shape, layout):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-K{k}-N{n}" for m, k, n in SHAPES])
-def test_a_transposed_and_a_strided_b_give_the_same_bits(shape):
+def test_every_layout_of_a_and_a_strided_b_give_the_same_bits(shape):
     M, K, N = shape
     rng = np.random.default_rng(M + K * N)
     a = rng.standard_normal((M, K)).astype(np.float32)
@@ -72,6 +77,7 @@ def test_a_transposed_and_a_strided_b_give_the_same_bits(shape):
     wide[:, :N] = b
     plain = product("avx512_bf16", a, b, "rows")
     np.testing.assert_array_equal(product("avx512_bf16", a, b, "transposed"), plain)
+    np.testing.assert_array_equal(product("avx512_bf16", a, b, "strided"), plain)
     np.testing.assert_array_equal(product("avx512_bf16", a, wide[:, :N], "rows"), plain)
 
 
