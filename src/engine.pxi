@@ -357,10 +357,10 @@ cdef enum:
     PROBE_GAP_MAX = 128
     PROBE_HOLD_MAX = 400   # segments: a costly probe delays the next by at most ~2 s
     # segments before the first probe of a model started on fewer threads beside
-    # busy programs: such a probe costs about 10 ms, a step or two whose barriers
-    # each wait for a thread the kernel has not scheduled; this keeps that within
-    # PROBE_BUDGET
-    BUSY_START_HOLD = 40
+    # busy programs: such a probe costs 10 to 50 ms, a step or two whose barriers
+    # each wait for a thread the kernel has not scheduled (about 33 ms on a Zen 5
+    # VM); a second of segments keeps that within PROBE_BUDGET
+    BUSY_START_HOLD = 200
 cdef double SEGMENT_SECONDS = 0.005
 cdef double PROBE_SECONDS = 0.001
 # A probe of one thread more runs longer and must win by more: beside a program
