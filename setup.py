@@ -116,33 +116,20 @@ int main(void) {
 """
 
 
-def compiler_compiles(compiler, program: str, flags: list[str]) -> bool:
-    """Whether the extension's compiler compiles this program with these flags
-    (nothing is run: the CPU may lack what the flags target)."""
+def compiler_builds(compiler, program: str, flags: list[str], run: bool) -> bool:
+    """Whether the extension's compiler compiles this program with these flags;
+    with run, also whether it links and the program exits with 0 (a program for
+    an instruction set is only compiled: this CPU may lack it)."""
     tmp = tempfile.mkdtemp(prefix="microgpt_fast_cc_")
     try:
         source = os.path.join(tmp, "test.c")
         with open(source, "w") as f:
             f.write(program)
-        compiler.compile([source], output_dir=tmp, extra_postargs=flags)
-        return True
-    except Exception:
-        return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def compiler_has_openmp(compiler, program: str = OPENMP_TEST) -> bool:
-    """Compile, link and run a small OpenMP program with the extension's compiler."""
-    tmp = tempfile.mkdtemp(prefix="microgpt_fast_omp_")
-    try:
-        source = os.path.join(tmp, "omp_test.c")
-        with open(source, "w") as f:
-            f.write(program)
-        objects = compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
-        compiler.link_executable(objects, "omp_test", output_dir=tmp,
-                                 extra_postargs=["-fopenmp"])
-        return subprocess.run([os.path.join(tmp, "omp_test")]).returncode == 0
+        objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+        if not run:
+            return True
+        compiler.link_executable(objects, "test", output_dir=tmp, extra_postargs=flags)
+        return subprocess.run([os.path.join(tmp, "test")]).returncode == 0
     except Exception:
         return False
     finally:
@@ -226,19 +213,21 @@ class BuildExt(build_ext):
         if env_flag("MICROGPT_FAST_NO_OPENMP"):
             print("WARNING: MICROGPT_FAST_NO_OPENMP is set: building without OpenMP "
                   "(single-threaded)", file=sys.stderr)
-        elif compiler_has_openmp(self.compiler):
+        elif compiler_builds(self.compiler, OPENMP_TEST, ["-fopenmp"], run=True):
             use_openmp = True
         else:
             print("WARNING: the C compiler has no OpenMP support: building "
                   "single-threaded", file=sys.stderr)
-        if not compiler_compiles(self.compiler, BF16_TEST, VARIANTS.get("avx512_bf16", [])):
+        if not compiler_builds(self.compiler, BF16_TEST, VARIANTS.get("avx512_bf16", []),
+                               run=False):
             dropped = [e for e in self.extensions if "._engine_avx512_bf16" in e.name]
             if dropped:
                 print("note: the C compiler does not know -mavx512bf16: building without "
                       "the avx512_bf16 variant", file=sys.stderr)
             self.extensions = [e for e in self.extensions if e not in dropped]
         translate(self.extensions)
-        has_pause = use_openmp and compiler_has_openmp(self.compiler, OPENMP_PAUSE_TEST)
+        has_pause = use_openmp and compiler_builds(self.compiler, OPENMP_PAUSE_TEST,
+                                                   ["-fopenmp"], run=True)
         for ext in self.extensions:
             if use_openmp:
                 ext.extra_compile_args.append("-fopenmp")

@@ -930,6 +930,18 @@ def erf(x):
     return y
 
 
+cdef void _product(floating[:, ::1] out, floating[:, :] a, floating[:, :] b, bint weights):
+    """out = a b through weight_gemm (weights) or gemm, a and b as strided as they come."""
+    cdef Py_ssize_t sam = a.strides[0] // sizeof(floating), sak = a.strides[1] // sizeof(floating)
+    cdef Py_ssize_t ldb = b.strides[0] // sizeof(floating)
+    if weights:
+        weight_gemm(&out[0, 0], out.shape[1], &a[0, 0], sam, sak, &b[0, 0], ldb, a.shape[0],
+                    b.shape[1], a.shape[1], False)
+    else:
+        gemm(&out[0, 0], out.shape[1], &a[0, 0], sam, sak, &b[0, 0], ldb, a.shape[0],
+             b.shape[1], a.shape[1], False)
+
+
 def matmul(a, b, weights=False):
     """gemm.h's product of a (M, K) and b (K, N), float32 or float64 alike (a new
     (M, N) array); with weights, the linear layers' product instead (weight_gemm:
@@ -937,10 +949,6 @@ def matmul(a, b, weights=False):
     rows, may lie any whole number of elements apart (a transposed a, as the
     weight gradient reads it; a view of columns of a wider b, as a weight
     matrix's); b's columns must be adjacent."""
-    cdef float[:, :] a32, b32
-    cdef float[:, ::1] o32
-    cdef double[:, :] a64, b64
-    cdef double[:, ::1] o64
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         raise TypeError(f"expected two float32 or two float64 arrays, got {a.dtype}, {b.dtype}")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape + b.shape:
@@ -950,24 +958,10 @@ def matmul(a, b, weights=False):
         raise ValueError("a's and b's rows must lie whole elements apart, forward, "
                          "and b's columns be adjacent")
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    cdef Py_ssize_t sam = a.strides[0] // a.itemsize, sak = a.strides[1] // a.itemsize
-    cdef Py_ssize_t ldb = b.strides[0] // b.itemsize
     if a.dtype == np.float32:
-        a32, b32, o32 = a, b, out
-        if weights:
-            weight_gemm(&o32[0, 0], o32.shape[1], &a32[0, 0], sam, sak, &b32[0, 0], ldb,
-                        a32.shape[0], b32.shape[1], a32.shape[1], False)
-        else:
-            gemm(&o32[0, 0], o32.shape[1], &a32[0, 0], sam, sak, &b32[0, 0], ldb,
-                 a32.shape[0], b32.shape[1], a32.shape[1], False)
+        _product[float](out, a, b, weights)
     else:
-        a64, b64, o64 = a, b, out
-        if weights:
-            weight_gemm(&o64[0, 0], o64.shape[1], &a64[0, 0], sam, sak, &b64[0, 0], ldb,
-                        a64.shape[0], b64.shape[1], a64.shape[1], False)
-        else:
-            gemm(&o64[0, 0], o64.shape[1], &a64[0, 0], sam, sak, &b64[0, 0], ldb,
-                 a64.shape[0], b64.shape[1], a64.shape[1], False)
+        _product[double](out, a, b, weights)
     return out
 
 

@@ -41,6 +41,7 @@
    the panel is copied to contiguous rows first (the same numbers, the same sums). */
 #define MG_ALIASING_STRIDE 4096
 #define MG_PACK_B_ROWS 32
+#define MG_B_ALIASES(ldb, T) (((ldb) * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0)
 
 #if MG_VEC
 /* MR rows x 2 vectors of accumulators: 16 of AVX-512's 32 registers, 12 of AVX2's 16 */
@@ -114,8 +115,7 @@ mg_block_impl_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sa
                   const T* b, ptrdiff_t ldb, int M, int N, int K, int accumulate) {        \
     const int L = MG_LANES_##S;                                                            \
     /* B's rows share L1 sets: copy each full panel to contiguous rows first */            \
-    const int copy = M >= MG_PACK_B_ROWS                                                   \
-                     && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0;            \
+    const int copy = M >= MG_PACK_B_ROWS && MG_B_ALIASES(ldb, T);                          \
     T panel[MG_KC * 2 * MG_LANES_##S] __attribute__((aligned(64)));                       \
     int n = 0;                                                                             \
     for (; n + 2 * L <= N; n += 2 * L) {                                                   \
@@ -163,7 +163,7 @@ mg_packed_##S(T* out, ptrdiff_t ldc, const T* a, ptrdiff_t sam, ptrdiff_t sak,  
     T on_stack[MG_MP * MG_KC];                                                             \
     T* packed = on_stack;                                                                  \
     int strip = MG_MP;                                                                     \
-    if (M > MG_MP && (ldb * (ptrdiff_t)sizeof(T)) % MG_ALIASING_STRIDE == 0) {             \
+    if (M > MG_MP && MG_B_ALIASES(ldb, T)) {                                               \
         T* big = (T*)malloc((size_t)MG_MP_COPY * kc * sizeof(T));                          \
         if (big) { packed = big; strip = MG_MP_COPY; }                                     \
     }                                                                                      \

@@ -52,6 +52,11 @@
 #define MG_PAIRS_BF (MG_KC / 2)
 #define MG_PREFETCH_PAIRS 8  /* how far ahead a transposed A's rows are fetched */
 
+/* The first n of 16 lanes (none for n <= 0, all for n >= 16): vec.h's mask, clamped. */
+static inline __attribute__((always_inline)) __mmask16 mg_bf16_lanes(int n) {
+    return mg_mask_f32_n(n <= 0 ? 0 : n >= 16 ? 16 : n);
+}
+
 /* Two rows of 16 floats (the depths k and k + 1 of 16 columns or rows) as 16
    words, each the bfloat16 pair (k in the low half, k + 1 in the high half). */
 static inline __attribute__((always_inline)) __m512i
@@ -67,9 +72,7 @@ mg_bf16_pairs(__m512 even, __m512 odd) {
    columns past N and the odd depth's partner are 0. */
 static inline void mg_bf16_pack_b(int32_t* panel, const float* b, ptrdiff_t ldb, int kc,
                                   int cols) {
-    const __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1u);
-    const __mmask16 m1 = cols >= 32 ? 0xffff
-                         : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1u);
+    const __mmask16 m0 = mg_bf16_lanes(cols), m1 = mg_bf16_lanes(cols - 16);
     for (int p = 0; p < (kc + 1) / 2; p++) {
         const float* even = b + 2 * p * ldb;
         const float* odd = even + ldb;
@@ -103,7 +106,7 @@ static inline void mg_bf16_pack_a(int32_t* packed, const float* a, ptrdiff_t sam
                                  _MM_HINT_T0);
                 }
             for (int r = 0; r < mp; r += 16) {
-                const __mmask16 m = mp - r >= 16 ? 0xffff : (__mmask16)((1u << (mp - r)) - 1u);
+                const __mmask16 m = mg_bf16_lanes(mp - r);
                 __m512 e = _mm512_maskz_loadu_ps(m, even + r);
                 __m512 o = has_odd ? _mm512_maskz_loadu_ps(m, odd + r) : _mm512_setzero_ps();
                 _mm512_mask_storeu_epi32(packed + p * MG_MP_BF + r, m, mg_bf16_pairs(e, o));
@@ -121,14 +124,12 @@ static inline void mg_bf16_pack_a(int32_t* packed, const float* a, ptrdiff_t sam
                     _mm_prefetch((const char*)(row + 2 * sam + k), _MM_HINT_T0);
             for (int k = 0; k < kc; k += 32) {
                 const int n = kc - k < 32 ? kc - k : 32;
-                const __mmask16 lo = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1u);
-                const __mmask16 hi = n >= 32 ? 0xffff
-                                     : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1u);
-                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + k + 16),
-                                                         _mm512_maskz_loadu_ps(lo, row + k));
+                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(
+                    _mm512_maskz_loadu_ps(mg_bf16_lanes(n - 16), row + k + 16),
+                    _mm512_maskz_loadu_ps(mg_bf16_lanes(n), row + k));
                 /* whole words: an odd depth's last word takes its zero partner */
                 const int words = (n + 1) / 2;
-                _mm512_mask_storeu_epi32(out + k, (__mmask16)((1u << words) - 1u), v);
+                _mm512_mask_storeu_epi32(out + k, mg_bf16_lanes(words), v);
             }
         }
     } else {
@@ -147,7 +148,10 @@ static inline __attribute__((always_inline)) void
 mg_bf16_tile(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_t ap,
              const int32_t* panel, int pairs, int cols, int accumulate, const int R) {
     __m512 acc[MG_MR_BF][2];
-    for (int r = 0; r < R; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm512_setzero_ps();
+        acc[r][1] = _mm512_setzero_ps();
+    }
     for (int p = 0; p < pairs; p++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + 32 * p);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + 32 * p + 16);
@@ -157,9 +161,7 @@ mg_bf16_tile(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
     }
-    const __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1u);
-    const __mmask16 m1 = cols >= 32 ? 0xffff
-                         : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1u);
+    const __mmask16 m0 = mg_bf16_lanes(cols), m1 = mg_bf16_lanes(cols - 16);
     for (int r = 0; r < R; r++) {
         float* o = out + r * ldc;
         __m512 y0 = acc[r][0], y1 = acc[r][1];
@@ -177,8 +179,8 @@ mg_bf16_tile(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_
    written whole, in order; A's layout (ar, ap) a constant after inlining. */
 static inline __attribute__((always_inline)) void
 mg_bf16_rows(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_t ap,
-                    const int32_t* panels, ptrdiff_t panel_words, int n_panels, int N,
-                    int mp, int pairs, int accumulate) {
+             const int32_t* panels, ptrdiff_t panel_words, int n_panels, int N, int mp,
+             int pairs, int accumulate) {
     for (int r = 0; r < mp; r += MG_MR_BF) {
         const int rows = mp - r < MG_MR_BF ? mp - r : MG_MR_BF;
         for (int j = 0; j < n_panels; j++) {
@@ -198,6 +200,20 @@ mg_bf16_rows(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_
             }
         }
     }
+}
+
+/* A packed strip of mp rows against the panels: A's layout as mg_bf16_pack_a left
+   it, a transposed A's (sam == 1) or a row's pairs adjacent. */
+static inline void
+mg_bf16_strip(float* out, ptrdiff_t ldc, const int32_t* packed, ptrdiff_t sam,
+              const int32_t* panels, ptrdiff_t panel_words, int n_panels, int N, int mp,
+              int pairs, int accumulate) {
+    if (sam == 1)
+        mg_bf16_rows(out, ldc, packed, 1, MG_MP_BF, panels, panel_words, n_panels, N, mp,
+                     pairs, accumulate);
+    else
+        mg_bf16_rows(out, ldc, packed, pairs, 1, panels, panel_words, n_panels, N, mp,
+                     pairs, accumulate);
 }
 
 static __attribute__((noinline)) void
@@ -223,20 +239,16 @@ mg_gemm_bf16(float* out, ptrdiff_t ldc, const float* a, ptrdiff_t sam, ptrdiff_t
         for (int m0 = 0; m0 < M; m0 += MG_MP_BF) {
             const int mp = M - m0 < MG_MP_BF ? M - m0 : MG_MP_BF;
             mg_bf16_pack_a(packed, a + m0 * sam + k0 * sak, sam, sak, mp, kc);
-            /* the panels in turn: all of them at once, or one at a time without memory */
-            for (int j = 0; j < (panels ? 1 : n_panels); j++) {
-                const int cols = panels ? N : (N - 32 * j < 32 ? N - 32 * j : 32);
-                if (!panels)
-                    mg_bf16_pack_b(one_panel, b + k0 * ldb + 32 * j, ldb, kc, cols);
-                float* o = out + m0 * ldc + 32 * j;
-                const int32_t* p = panels ? panels : one_panel;
-                const int np = panels ? n_panels : 1;
-                if (sam == 1)
-                    mg_bf16_rows(o, ldc, packed, 1, MG_MP_BF, p, panel_words, np, cols, mp,
-                                 pairs, acc);
-                else
-                    mg_bf16_rows(o, ldc, packed, pairs, 1, p, panel_words, np, cols, mp,
-                                 pairs, acc);
+            if (panels) {
+                mg_bf16_strip(out + m0 * ldc, ldc, packed, sam, panels, panel_words, n_panels,
+                              N, mp, pairs, acc);
+                continue;
+            }
+            for (int j = 0; j < n_panels; j++) {  /* no memory: one panel at a time */
+                const int cols = N - 32 * j < 32 ? N - 32 * j : 32;
+                mg_bf16_pack_b(one_panel, b + k0 * ldb + 32 * j, ldb, kc, cols);
+                mg_bf16_strip(out + m0 * ldc + 32 * j, ldc, packed, sam, one_panel,
+                              panel_words, 1, cols, mp, pairs, acc);
             }
         }
     }

@@ -50,10 +50,8 @@ cdef inline void weight_gemm(floating* out, Py_ssize_t ldc, const floating* a, P
     if floating is float:
         if BF16_PRODUCTS:
             mg_gemm_bf16(out, ldc, a, sam, sak, b, ldb, M, N, K, accumulate)
-        else:
-            mg_gemm_f32(out, ldc, a, sam, sak, b, ldb, M, N, K, accumulate)
-    else:
-        mg_gemm_f64(out, ldc, a, sam, sak, b, ldb, M, N, K, accumulate)
+            return
+    gemm(out, ldc, a, sam, sak, b, ldb, M, N, K, accumulate)
 
 
 cdef inline void vexp(floating* x, int n) noexcept nogil:
