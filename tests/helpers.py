@@ -61,6 +61,15 @@ UNICODE_DOCS = [
 ]
 
 
+def with_row_stride(b: np.ndarray, stride_bytes: int) -> np.ndarray:
+    """b's numbers as a view whose rows lie stride_bytes apart (the first columns
+    of a wider array, NaN past them), as a weight matrix's rows in the parameters."""
+    K, N = b.shape
+    wide = np.full((K, stride_bytes // b.itemsize), np.nan, b.dtype)
+    wide[:, :N] = b
+    return wide[:, :N]
+
+
 def per_matrix_error(cfg, actual, expected) -> dict[str, float]:
     """Per parameter matrix: max |actual - expected| / max |expected| (floored at 1e-30)."""
     actual = np.asarray(actual, np.float64)

@@ -12,21 +12,12 @@ import pytest
 
 from microgpt_fast.kernels import load_kernel
 
-from helpers import KERNELS
+from helpers import KERNELS, with_row_stride
 
 # (M, K, N): below and at the 32 rows that start the copy, depths past one block
 # of 256 (two sums added in order), column counts with a partial last panel
 SHAPES = [(31, 40, 70), (32, 40, 70), (64, 300, 96), (40, 7, 33), (96, 256, 48),
           (300, 64, 40)]
-
-
-def with_row_stride(b: np.ndarray, stride_bytes: int) -> np.ndarray:
-    """b's numbers as a view whose rows lie stride_bytes apart (the first columns
-    of a wider array)."""
-    K, N = b.shape
-    wide = np.full((K, stride_bytes // b.itemsize), np.nan, b.dtype)
-    wide[:, :N] = b
-    return wide[:, :N]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
