@@ -1,7 +1,8 @@
 """Speed of the compiled engine against the pure-Python reference, in one table.
 
     python -m microgpt_fast.bench                     # exact and throughput modes, every variant
-    python -m microgpt_fast.bench --breakdown         # time per op group, per variant
+    python -m microgpt_fast.bench --breakdown         # time per op group, per variant,
+                                                      # and each step's floor
                                                       # (install with MICROGPT_FAST_PROFILE=1)
     python -m microgpt_fast.bench --n-embd 16 64 128 --threads 1 2 --json out.json --csv out.csv
     python -m microgpt_fast.bench --big shakespeare   # also the n_embd 256 model, on text windows
@@ -126,11 +127,18 @@ SPREAD_FLAG = 0.2
 PEAK_SOURCES = {"fma": "FMA loop", "matmul": "numpy matmul"}
 
 
-def train_flops(cfg: GPTConfig, n: int) -> float:
-    """FLOPs of forward and backward over one document of n positions (see above)."""
+def linear_flops(cfg: GPTConfig, n: int) -> float:
+    """FLOPs of the linear layers' products (QKV, output, MLP, lm head), forward and
+    backward, over one document of n positions."""
     C, F, V, L = cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, cfg.vocab_size, cfg.n_layer
-    forward = n * 2 * L * (4 * C * C + 2 * F * C) + L * 2 * C * n * (n + 1) + n * 2 * V * C
-    return 3.0 * forward
+    return 3.0 * n * 2 * (L * (4 * C * C + 2 * F * C) + V * C)
+
+
+def train_flops(cfg: GPTConfig, n: int) -> float:
+    """FLOPs of forward and backward over one document of n positions (see above):
+    the linear layers' and attention's products."""
+    C, L = cfg.n_embd, cfg.n_layer
+    return linear_flops(cfg, n) + 3.0 * L * 2 * C * n * (n + 1)
 
 
 def time_reference(ds, cfg: GPTConfig, steps: int):
@@ -423,8 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the bench starts competes for a core (rows marked +busy), and each "
                         "count of 2+ adapting the threads it uses (+busy+auto)")
     p.add_argument("--breakdown", action="store_true",
-                   help="time per op group for each variant (needs the profiling builds: "
-                        "install with MICROGPT_FAST_PROFILE=1)")
+                   help="time per op group for each variant, and the floor of its step: "
+                        "the linear layers at the FMA loop's peak plus the other op groups "
+                        "as measured (needs the profiling builds: install with "
+                        "MICROGPT_FAST_PROFILE=1)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV")
     p.add_argument("--plot", metavar="PATH",
@@ -472,10 +482,27 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               file=out)
 
 
-def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout) -> dict:
-    """Microseconds per step of each op group, forward and backward, per variant."""
+# the op groups that are not the linear layers' products, which a step's floor
+# (breakdown) takes as measured
+OTHER_GROUPS = ("embed+norm", "attention")
+
+
+def step_floor(linear: float, fma_gflops: float, other_us: float, threads: int,
+               bf16: bool) -> float:
+    """The floor of a step in us: its linear layers' FLOPs at the FMA loop's peak
+    (twice that for bfloat16 products, two multiply-adds a lane per instruction),
+    plus the other work (other_us, summed over threads) split evenly over the threads."""
+    return linear / (fma_gflops * (2 if bf16 else 1) * 1e3) + other_us / threads
+
+
+def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, fma_gflops,
+              out=sys.stdout) -> dict:
+    """Microseconds per step of each op group, forward and backward, per variant, and
+    each variant's floor (step_floor) beside its wall time; fma_gflops: the FMA loop's
+    peak on `threads` threads."""
     cfg = GPTConfig(vocab_size=ds.vocab_size, n_embd=n_embd)
     result = {}
+    bf16 = False  # whether a variant's products are bfloat16 ones
     print(f"\nbreakdown: {dtype}, batch {batch}, n_embd {n_embd}, {threads} thread(s), "
           f"{steps} steps; us per step, summed over threads (then each thread's time in "
           f"its documents, the first phase, and in its weight blocks, the other three)",
@@ -495,6 +522,14 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
         result[name] = {phase: {g: t / n * 1e6 for g, t in times[phase].items()}
                         for phase in ("forward", "backward")}
         result[name].update({"adam": times["adam"] / n * 1e6, "wall_us_per_step": wall})
+        linear = sum(linear_flops(cfg, p) for p in ds.positions(cfg.block_size, batch, warm,
+                                                                   n).tolist()) / n
+        other = result[name]["adam"] + sum(result[name][phase][g] for g in OTHER_GROUPS
+                                           for phase in ("forward", "backward"))
+        result[name]["floor_us_per_step"] = step_floor(linear, fma_gflops, other,
+                                                       model.threads,
+                                                       kernel.module.bf16_products())
+        bf16 = bf16 or kernel.module.bf16_products()
         # each thread's time in a step's documents and weight phases: how well the
         # load is balanced
         for th in range(model.threads):
@@ -504,18 +539,26 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, out=sys.stdout
             result[name][f"thread {th} documents"] = (busy - mine["weight_blocks"]) / n * 1e6
             result[name][f"thread {th} weights"] = mine["weight_blocks"] / n * 1e6
     names = list(variants)
-    print(f"{'op group':<22}" + "".join(f"{v:>10}" for v in names), file=out)
+    w = max(10, 1 + max(map(len, names)))  # a column per variant
+    print(f"{'op group':<22}" + "".join(f"{v:>{w}}" for v in names), file=out)
     for phase in ("forward", "backward"):
         for g in load_kernel(f"{names[0]}_prof").module.TIMER_GROUPS:
             print(f"{phase[0] + 'wd ' + g:<22}"
-                  + "".join(f"{result[v][phase][g]:>10.2f}" for v in names), file=out)
-    print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>10.2f}" for v in names),
+                  + "".join(f"{result[v][phase][g]:>{w}.2f}" for v in names), file=out)
+    print(f"{'adam (+transpose)':<22}" + "".join(f"{result[v]['adam']:>{w}.2f}" for v in names),
           file=out)
     # the threads each model really ran (never more than the cores or the documents)
     for key in [k for k in result[names[0]] if k.startswith("thread ")]:
-        print(f"{key:<22}" + "".join(f"{result[v][key]:>10.2f}" for v in names), file=out)
-    print(f"{'wall us/step':<22}" + "".join(f"{result[v]['wall_us_per_step']:>10.2f}"
+        print(f"{key:<22}" + "".join(f"{result[v][key]:>{w}.2f}" for v in names), file=out)
+    print(f"{'wall us/step':<22}" + "".join(f"{result[v]['wall_us_per_step']:>{w}.2f}"
                                                for v in names), file=out)
+    print(f"{'floor us/step':<22}" + "".join(f"{result[v]['floor_us_per_step']:>{w}.2f}"
+                                                for v in names), file=out)
+    print(f"floor: the linear layers' FLOPs at the FMA loop's peak ({fma_gflops:.1f} GFLOP/s"
+          f"{', twice that for bfloat16 products' if bf16 else ''}"
+          f"), plus {', '.join(OTHER_GROUPS)} and adam as measured above, split evenly over "
+          f"the threads (the loss's softmax and the barriers' waits count as free): a faster "
+          f"step needs those op groups faster", file=out)
     return result
 
 
@@ -689,7 +732,8 @@ def run(args, out=None) -> dict:
                               "steps": [2, args.original_steps]}
     if args.breakdown:
         result["breakdown"] = breakdown(ds, variants, args.dtype, max(threads),
-                                        args.batch_size, args.n_embd[0], 400, out)
+                                        args.batch_size, args.n_embd[0], 400,
+                                        measured["fma"][max(threads)][0], out)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -156,6 +156,22 @@ def test_bench_breakdown(tmp_path):
     by_group = (sum(parts["forward"].values()) + sum(parts["backward"].values())
                 + parts["adam"])
     assert by_thread == pytest.approx(by_group, rel=1e-9)
+    # the floor: generic's products run far below the FMA loop's peak, and the op
+    # groups it takes as measured are a part of the threads' busy time
+    assert "floor us/step" in out and "linear layers' FLOPs at the FMA loop's peak" in out
+    assert 0 < parts["floor_us_per_step"] < parts["wall_us_per_step"]
+
+
+def test_step_floor_counts_the_linear_layers_at_the_peak():
+    """One position of the default model: QKV and output (4 C^2), the MLP (2 F C) and
+    the lm head (V C) multiply-adds, two FLOPs each, three times (forward, and the
+    input and weight gradients); attention's products are the rest of train_flops."""
+    cfg = GPTConfig(vocab_size=27, n_embd=16)
+    assert bench.linear_flops(cfg, 1) == 3 * 2 * (4 * 256 + 2 * 64 * 16 + 27 * 16)
+    assert bench.train_flops(cfg, 3) - bench.linear_flops(cfg, 3) == 3 * 2 * 16 * 3 * 4
+    # 21024 FLOPs at 1 GFLOP/s: 21.024 us, plus 30 us of other work over 2 threads
+    assert bench.step_floor(21024, 1.0, 30.0, 2, False) == pytest.approx(21.024 + 15)
+    assert bench.step_floor(21024, 1.0, 30.0, 2, True) == pytest.approx(10.512 + 15)
 
 
 def test_bench_unknown_variant_is_one_line_error(tmp_path):
