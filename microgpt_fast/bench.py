@@ -54,6 +54,13 @@ step (forward, gradient, Adam) compiled as one graph with static padded
 shapes; its compile time, the first call, is reported apart (compile s).
 x/torch on a torch row is its us/doc over ours (the last variant's, same
 shape and threads): how many times faster ours is.
+
+--breakdown runs each variant's profiling build (`<variant>_prof`) and prints
+its op groups' us per step and its floor: the linear layers' FLOPs (the
+forward count above less attention's, times 3) at the FMA loop's peak, plus
+the embedding, norms, attention and Adam as they measured, split evenly over
+the threads. A step of that model on that variant cannot beat the floor
+without those op groups running faster.
 """
 
 from __future__ import annotations
