@@ -533,10 +533,10 @@ def breakdown(ds, variants, dtype, threads, batch, n_embd, steps, fma_gflops,
                                                                    n).tolist()) / n
         other = result[name]["adam"] + sum(result[name][phase][g] for g in OTHER_GROUPS
                                            for phase in ("forward", "backward"))
+        in_bf16 = kernel.module.bf16_products()
         result[name]["floor_us_per_step"] = step_floor(linear, fma_gflops, other,
-                                                       model.threads,
-                                                       kernel.module.bf16_products())
-        bf16 = bf16 or kernel.module.bf16_products()
+                                                       model.threads, in_bf16)
+        bf16 = bf16 or in_bf16
         # each thread's time in a step's documents and weight phases: how well the
         # load is balanced
         for th in range(model.threads):

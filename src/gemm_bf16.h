@@ -57,6 +57,11 @@ static inline __attribute__((always_inline)) __mmask16 mg_bf16_lanes(int n) {
     return mg_mask_f32_n(n <= 0 ? 0 : n >= 16 ? 16 : n);
 }
 
+/* The columns of panel j (32 wide) that N columns fill: 32 but in the last. */
+static inline int mg_bf16_cols(int N, int j) {
+    return N - 32 * j < 32 ? N - 32 * j : 32;
+}
+
 /* Two rows of 16 floats (the depths k and k + 1 of 16 columns or rows) as 16
    words, each the bfloat16 pair (k in the low half, k + 1 in the high half). */
 static inline __attribute__((always_inline)) __m512i
@@ -184,7 +189,7 @@ mg_bf16_rows(float* out, ptrdiff_t ldc, const int32_t* a, ptrdiff_t ar, ptrdiff_
     for (int r = 0; r < mp; r += MG_MR_BF) {
         const int rows = mp - r < MG_MR_BF ? mp - r : MG_MR_BF;
         for (int j = 0; j < n_panels; j++) {
-            const int cols = N - 32 * j < 32 ? N - 32 * j : 32;
+            const int cols = mg_bf16_cols(N, j);
             float* o = out + r * ldc + 32 * j;
             const int32_t* ar0 = a + r * ar;
             const int32_t* panel = panels + j * panel_words;
@@ -235,7 +240,7 @@ mg_gemm_bf16(float* out, ptrdiff_t ldc, const float* a, ptrdiff_t sam, ptrdiff_t
         if (panels)
             for (int j = 0; j < n_panels; j++)
                 mg_bf16_pack_b(panels + j * panel_words, b + k0 * ldb + 32 * j, ldb, kc,
-                               N - 32 * j < 32 ? N - 32 * j : 32);
+                               mg_bf16_cols(N, j));
         for (int m0 = 0; m0 < M; m0 += MG_MP_BF) {
             const int mp = M - m0 < MG_MP_BF ? M - m0 : MG_MP_BF;
             mg_bf16_pack_a(packed, a + m0 * sam + k0 * sak, sam, sak, mp, kc);
@@ -245,7 +250,7 @@ mg_gemm_bf16(float* out, ptrdiff_t ldc, const float* a, ptrdiff_t sam, ptrdiff_t
                 continue;
             }
             for (int j = 0; j < n_panels; j++) {  /* no memory: one panel at a time */
-                const int cols = N - 32 * j < 32 ? N - 32 * j : 32;
+                const int cols = mg_bf16_cols(N, j);
                 mg_bf16_pack_b(one_panel, b + k0 * ldb + 32 * j, ldb, kc, cols);
                 mg_bf16_strip(out + m0 * ldc + 32 * j, ldc, packed, sam, one_panel,
                               panel_words, 1, cols, mp, pairs, acc);
